@@ -1,0 +1,1 @@
+"""Subcommands of the `a10tts` CLI; each module has `register(subparsers)`."""
