@@ -1,0 +1,102 @@
+"""Attention layers of the flow module.
+
+``RelPositionAttention`` is the Transformer-XL style attention of the conformer encoder
+(ESPnet "rel_selfattn" with the "rel_pos_espnet" encoding); ``SelfAttention`` is the plain
+multi-head attention of the estimator's transformer blocks (diffusers' parameter names).
+Both run on ``scaled_dot_product_attention`` so CUDA picks a fused kernel whose softmax
+accumulates in fp32 even for half-precision inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def relative_position_encoding(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Sinusoidal encodings of the offsets ``length-1, ..., 1, 0, -1, ..., -(length-1)``.
+
+    Returns ``[1, 2*length-1, dim]`` with sin/cos interleaved on the feature axis, the same
+    values ESPnet's table holds for these offsets (computed in fp32, then cast).
+    """
+    offsets = torch.arange(length - 1, -length, -1, device=device, dtype=torch.float32).unsqueeze(1)
+    inv_freq = torch.exp(
+        torch.arange(0, dim, 2, device=device, dtype=torch.float32) * -(math.log(10000.0) / dim)
+    )
+    angles = offsets * inv_freq
+    encoding = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)
+    return encoding.unsqueeze(0).to(dtype)
+
+
+def _scores_by_key(scores_by_offset: Tensor) -> Tensor:
+    """Re-index ``[..., T, 2T-1]`` scores from (query i, offset slot m) to (query i, key j).
+
+    Slot m holds offset ``T-1-m`` and key j sits at offset ``i-j`` from query i, so the score of
+    (i, j) lives in slot ``T-1-i+j``.
+    """
+    length = scores_by_offset.size(-2)
+    position = torch.arange(length, device=scores_by_offset.device)
+    slot = (length - 1 - position).unsqueeze(1) + position.unsqueeze(0)
+    return scores_by_offset.gather(-1, slot.expand(*scores_by_offset.shape[:-1], length))
+
+
+class RelPositionAttention(nn.Module):
+    """Multi-head self-attention with relative positions and the two learned biases u, v."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.linear_q = nn.Linear(dim, dim)
+        self.linear_k = nn.Linear(dim, dim)
+        self.linear_v = nn.Linear(dim, dim)
+        self.linear_out = nn.Linear(dim, dim)
+        self.linear_pos = nn.Linear(dim, dim, bias=False)
+        self.pos_bias_u = nn.Parameter(torch.zeros(num_heads, self.head_dim))
+        self.pos_bias_v = nn.Parameter(torch.zeros(num_heads, self.head_dim))
+
+    def forward(self, x: Tensor, position_encoding: Tensor, mask: Tensor) -> Tensor:
+        """x ``[B, T, D]``, position_encoding ``[1, 2T-1, D]``, mask ``[B, 1|T, T]`` bool."""
+        batch, length, _ = x.shape
+        heads = (batch, length, self.num_heads, self.head_dim)
+        q = self.linear_q(x).view(heads)
+        k = self.linear_k(x).view(heads).transpose(1, 2)
+        v = self.linear_v(x).view(heads).transpose(1, 2)
+        p = self.linear_pos(position_encoding).view(1, -1, self.num_heads, self.head_dim).transpose(1, 2)
+
+        # Content term (q+u)·k goes through SDPA; the position term (q+v)·p becomes its additive bias.
+        content_q = (q + self.pos_bias_u).transpose(1, 2)
+        position_q = (q + self.pos_bias_v).transpose(1, 2)
+        position_scores = _scores_by_key(position_q @ p.transpose(-2, -1)) / math.sqrt(self.head_dim)
+        bias = position_scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
+        out = F.scaled_dot_product_attention(content_q, k, v, attn_mask=bias)
+        return self.linear_out(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention without q/k/v biases; the inner width may differ from ``dim``."""
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int) -> None:
+        super().__init__()
+        inner = num_heads * head_dim
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_k = nn.Linear(dim, inner, bias=False)
+        self.to_v = nn.Linear(dim, inner, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim)])  # key "to_out.0", as in diffusers
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x ``[B, T, D]``, mask ``[B, 1|T, T]`` bool."""
+        batch, length, _ = x.shape
+        heads = (batch, length, self.num_heads, self.head_dim)
+        q = self.to_q(x).view(heads).transpose(1, 2)
+        k = self.to_k(x).view(heads).transpose(1, 2)
+        v = self.to_v(x).view(heads).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))
+        return self.to_out[0](out.transpose(1, 2).reshape(batch, length, -1))

@@ -1,0 +1,207 @@
+"""The flow-matching estimator: a causal, conditional 1-D U-Net with transformer blocks.
+
+Given the noisy mel ``x``, the encoder output ``mu``, the speaker vector, the prompt-mel
+condition and the ODE time ``t``, it predicts the velocity ``dx/dt``. Parameter names follow
+upstream's ``CausalConditionalDecoder`` (built on Matcha-TTS / diffusers blocks).
+CosyVoice2 uses a single U-Net level, so "down" and "up" keep the frame rate; only the skip
+connection and the layer layout remain of the U shape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from a10tts.engine.flow._config import check_supported, require
+from a10tts.engine.flow.attention import SelfAttention
+from a10tts.engine.flow.masks import attention_mask
+
+
+def timestep_features(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
+    """Sinusoidal features of the ODE time ``t`` ``[B]`` -> ``[B, dim]`` in fp32 (sin half, cos half)."""
+    half = dim // 2
+    inv_freq = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * -(math.log(10000) / (half - 1)))
+    angles = scale * t.float().unsqueeze(1) * inv_freq.unsqueeze(0)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class TimestepMLP(nn.Module):
+    def __init__(self, in_dim: int, dim: int) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.linear_2(F.silu(self.linear_1(features)))
+
+
+class CausalConv1d(nn.Conv1d):
+    """Conv1d padded on the left only, so frame t never depends on later frames."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(x, (self.kernel_size[0] - 1, 0)))
+
+
+class CausalConvBlock(nn.Module):
+    """Causal conv -> LayerNorm over channels -> Mish, zero outside the mask."""
+
+    def __init__(self, dim: int, dim_out: int) -> None:
+        super().__init__()
+        # Keys "block.0"/"block.2": upstream's Sequential has parameter-free transposes in slots 1 and 3.
+        self.block = nn.ModuleDict({"0": CausalConv1d(dim, dim_out, 3), "2": nn.LayerNorm(dim_out)})
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        h = self.block["0"](x * mask)
+        h = self.block["2"](h.transpose(1, 2)).transpose(1, 2)
+        return F.mish(h) * mask
+
+
+class CausalResnetBlock(nn.Module):
+    """Two conv blocks with the time embedding added in between, plus a 1x1 residual path."""
+
+    def __init__(self, dim: int, dim_out: int, time_dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Mish(), nn.Linear(time_dim, dim_out))
+        self.block1 = CausalConvBlock(dim, dim_out)
+        self.block2 = CausalConvBlock(dim_out, dim_out)
+        self.res_conv = nn.Conv1d(dim, dim_out, 1)
+
+    def forward(self, x: Tensor, mask: Tensor, time_emb: Tensor) -> Tensor:
+        h = self.block1(x, mask) + self.mlp(time_emb).unsqueeze(-1)
+        h = self.block2(h, mask)
+        return h + self.res_conv(x * mask)
+
+
+class GeluProjection(nn.Module):
+    def __init__(self, dim: int, dim_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, dim_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(self.proj(x))
+
+
+class GeluFeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        # Keys "net.0.proj"/"net.2": diffusers' FeedForward keeps a dropout in slot 1.
+        self.net = nn.ModuleDict({"0": GeluProjection(dim, hidden), "2": nn.Linear(hidden, dim)})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net["2"](self.net["0"](x))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm self-attention + GELU feed-forward (x4 width), diffusers' parameter names."""
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = SelfAttention(dim, num_heads, head_dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff = GeluFeedForward(dim, 4 * dim)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = x + self.attn1(self.norm1(x), mask)
+        return x + self.ff(self.norm3(x))
+
+
+def _stage(dim_in: int, width: int, time_dim: int, n_blocks: int, num_heads: int, head_dim: int, conv: bool) -> nn.ModuleList:
+    """``[resnet, transformer blocks(, causal conv)]``, the layout behind upstream's keys."""
+    layers: list[nn.Module] = [
+        CausalResnetBlock(dim_in, width, time_dim),
+        nn.ModuleList(TransformerBlock(width, num_heads, head_dim) for _ in range(n_blocks)),
+    ]
+    if conv:
+        layers.append(CausalConv1d(width, width, 3))
+    return nn.ModuleList(layers)
+
+
+class CausalConditionalDecoder(nn.Module):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int],
+        attention_head_dim: int,
+        n_blocks: int,
+        num_mid_blocks: int,
+        num_heads: int,
+        static_chunk_size: int,
+    ) -> None:
+        super().__init__()
+        if len(channels) != 1:
+            raise ValueError(f"flow.decoder.estimator.channels={list(channels)}: only one U-Net level is supported")
+        width = channels[0]
+        time_dim = 4 * width
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.static_chunk_size = static_chunk_size
+        self.time_mlp = TimestepMLP(in_channels, time_dim)
+        stage = dict(width=width, time_dim=time_dim, n_blocks=n_blocks, num_heads=num_heads, head_dim=attention_head_dim)
+        self.down_blocks = nn.ModuleList([_stage(in_channels, conv=True, **stage)])
+        self.mid_blocks = nn.ModuleList(_stage(width, conv=False, **stage) for _ in range(num_mid_blocks))
+        self.up_blocks = nn.ModuleList([_stage(2 * width, conv=True, **stage)])
+        self.final_block = CausalConvBlock(width, width)
+        self.final_proj = nn.Conv1d(width, out_channels, 1)
+
+    @classmethod
+    def from_hparams(cls, args: Mapping[str, Any]) -> CausalConditionalDecoder:
+        where = "flow.decoder.estimator"
+        check_supported(args, "act_fn", "gelu", "snake", where)
+        return cls(
+            in_channels=require(args, "in_channels", where),
+            out_channels=require(args, "out_channels", where),
+            channels=require(args, "channels", where),
+            attention_head_dim=require(args, "attention_head_dim", where),
+            n_blocks=require(args, "n_blocks", where),
+            num_mid_blocks=require(args, "num_mid_blocks", where),
+            num_heads=require(args, "num_heads", where),
+            static_chunk_size=require(args, "static_chunk_size", where),
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor,
+        mu: Tensor,
+        t: Tensor,
+        spks: Tensor,
+        cond: Tensor,
+        streaming: bool | Tensor = False,
+    ) -> Tensor:
+        """Velocity ``[B, out_channels, T]`` at time ``t``.
+
+        x, mu, cond ``[B, C, T]``; mask ``[B, 1, T]`` (1 on valid frames); t ``[B]`` (fp32 keeps
+        the time features exact under half precision); spks ``[B, C]``; streaming: one flag or a
+        ``[B]`` bool tensor, selecting chunked attention. No host syncs: safe to capture in a
+        CUDA graph for a fixed shape.
+        """
+        time_emb = self.time_mlp(timestep_features(t, self.in_channels).to(x.dtype))
+        h = torch.cat([x, mu, spks.unsqueeze(-1).expand(-1, -1, x.size(-1)), cond], dim=1)
+        attn_mask = attention_mask(mask.squeeze(1) > 0, self.static_chunk_size, streaming)
+
+        resnet, blocks, conv = self.down_blocks[0]
+        skip = self._attend(resnet(h, mask, time_emb), blocks, attn_mask)
+        h = conv(skip * mask)
+        for resnet, blocks in self.mid_blocks:
+            h = self._attend(resnet(h, mask, time_emb), blocks, attn_mask)
+        resnet, blocks, conv = self.up_blocks[0]
+        h = self._attend(resnet(torch.cat([h, skip], dim=1), mask, time_emb), blocks, attn_mask)
+        h = self.final_block(conv(h * mask), mask)
+        return self.final_proj(h * mask) * mask
+
+    @staticmethod
+    def _attend(h: Tensor, blocks: nn.ModuleList, attn_mask: Tensor) -> Tensor:
+        h = h.transpose(1, 2)
+        for block in blocks:
+            h = block(h, attn_mask)
+        return h.transpose(1, 2)

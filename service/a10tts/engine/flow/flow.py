@@ -1,0 +1,161 @@
+"""CosyVoice2 flow module: speech tokens + prompt -> mel spectrogram, batched across requests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from a10tts.engine.flow._config import nested_args, require
+from a10tts.engine.flow.cfm import CausalConditionalCFM
+from a10tts.engine.flow.encoder import UpsampleConformerEncoder
+from a10tts.engine.flow.masks import lengths_to_mask
+
+
+def join_prompt_and_tokens(
+    prompt_token: Tensor, prompt_token_len: Tensor, token: Tensor, token_len: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Per row, ``prompt_token[:p] ++ token[:t]`` packed to the left: ``[B, max(p+t)]`` and ``p+t``."""
+    total_len = prompt_token_len + token_len
+    both = torch.cat([prompt_token, token], dim=1)
+    position = torch.arange(int(total_len.max()), device=both.device).unsqueeze(0)
+    prompt_len = prompt_token_len.unsqueeze(1)
+    source = torch.where(position < prompt_len, position, position - prompt_len + prompt_token.size(1))
+    return both.gather(1, source.clamp(max=both.size(1) - 1)), total_len
+
+
+def _per_row(flag: bool | Tensor, batch: int, device: torch.device) -> Tensor:
+    """A batch-wide or per-request flag as a ``[B]`` bool tensor."""
+    if isinstance(flag, Tensor):
+        return flag.to(device=device, dtype=torch.bool).reshape(batch)
+    return torch.full((batch,), bool(flag), device=device)
+
+
+def _on_device(flag: bool | Tensor, device: torch.device) -> bool | Tensor:
+    """Keep a plain bool (static masks); move a per-request flag tensor to ``device``."""
+    return flag.to(device=device, dtype=torch.bool) if isinstance(flag, Tensor) else bool(flag)
+
+
+class FlowModel(nn.Module):
+    """Upstream ``CausalMaskedDiffWithXvec`` (inference only); same state-dict keys."""
+
+    def __init__(
+        self,
+        encoder: UpsampleConformerEncoder,
+        decoder: CausalConditionalCFM,
+        input_size: int,
+        output_size: int = 80,
+        spk_embed_dim: int = 192,
+        vocab_size: int = 6561,
+        token_mel_ratio: int = 2,
+        pre_lookahead_len: int = 3,
+    ) -> None:
+        super().__init__()
+        self.output_size = output_size
+        self.token_mel_ratio = token_mel_ratio
+        self.pre_lookahead_len = pre_lookahead_len
+        self.input_embedding = nn.Embedding(vocab_size, input_size)
+        self.spk_embed_affine_layer = nn.Linear(spk_embed_dim, output_size)
+        self.encoder = encoder
+        self.encoder_proj = nn.Linear(encoder.output_size, output_size)
+        self.decoder = decoder
+
+    @classmethod
+    def from_hparams(cls, args: Mapping[str, Any]) -> FlowModel:
+        """Build from the args of the yaml's ``flow`` node (``CausalMaskedDiffWithXvec``)."""
+        where = "flow"
+        token_mel_ratio = args.get("token_mel_ratio", 2)
+        pre_lookahead_len = args.get("pre_lookahead_len", 3)
+        encoder_args = nested_args(args, "encoder", where, expected_class="UpsampleConformerEncoder")
+        decoder_args = nested_args(args, "decoder", where, expected_class="CausalConditionalCFM")
+        return cls(
+            encoder=UpsampleConformerEncoder.from_hparams(
+                encoder_args, pre_lookahead_len=pre_lookahead_len, upsample_factor=token_mel_ratio
+            ),
+            decoder=CausalConditionalCFM.from_hparams(decoder_args),
+            input_size=require(args, "input_size", where),
+            output_size=require(args, "output_size", where),
+            spk_embed_dim=require(args, "spk_embed_dim", where),
+            vocab_size=require(args, "vocab_size", where),
+            token_mel_ratio=token_mel_ratio,
+            pre_lookahead_len=pre_lookahead_len,
+        )
+
+    def encode(
+        self,
+        token: Tensor,
+        token_len: Tensor,
+        prompt_token: Tensor,
+        prompt_token_len: Tensor,
+        streaming: bool | Tensor = False,
+        finalize: bool | Tensor = True,
+    ) -> tuple[Tensor, Tensor]:
+        """Encoder output ``[B, T, D]`` at mel-frame rate and its lengths ``[B]``.
+
+        Each row encodes ``prompt ++ tokens``. Where ``finalize`` is False, the row's last
+        ``pre_lookahead_len`` tokens are look-ahead context only: they shape the frames before
+        them but produce none.
+        """
+        device = self.input_embedding.weight.device
+        tokens, total_len = join_prompt_and_tokens(
+            prompt_token.to(device), prompt_token_len.to(device), token.to(device), token_len.to(device)
+        )
+        finalize = _per_row(finalize, tokens.size(0), device)
+        output_len = total_len - self.pre_lookahead_len * (~finalize).long()
+        x = self.input_embedding(tokens.clamp(min=0).long())
+        return self.encoder(x, total_len, output_len, _on_device(streaming, device))
+
+    @torch.inference_mode()
+    def inference(
+        self,
+        token: Tensor,
+        token_len: Tensor,
+        prompt_token: Tensor,
+        prompt_token_len: Tensor,
+        prompt_feat: Tensor,
+        prompt_feat_len: Tensor,
+        embedding: Tensor,
+        streaming: bool | Tensor = False,
+        finalize: bool | Tensor = True,
+        n_timesteps: int = 10,
+    ) -> tuple[Tensor, Tensor]:
+        """Mel for a padded batch of requests; returns ``mel [B, output_size, F]`` (fp32) and ``mel_len [B]``.
+
+        token ``[B, N]``/token_len; prompt_token ``[B, P]``/prompt_token_len; prompt_feat
+        ``[B, Fp, output_size]``/prompt_feat_len (the prompt mel, normally 2 frames per prompt
+        token); embedding ``[B, spk_embed_dim]``. ``streaming`` (chunked attention) and
+        ``finalize`` are one flag for the batch or a ``[B]`` bool tensor. The prompt frames are
+        dropped: row b holds ``mel_len[b]`` new frames, zero-padded after them.
+        """
+        device = self.input_embedding.weight.device
+        dtype = self.encoder_proj.weight.dtype
+        streaming = _on_device(streaming, device)
+        spks = self.spk_embed_affine_layer(F.normalize(embedding.to(device).float(), dim=1).to(dtype))
+        hidden, frames_len = self.encode(token, token_len, prompt_token, prompt_token_len, streaming, finalize)
+
+        frames = hidden.size(1)
+        valid = lengths_to_mask(frames_len, frames).unsqueeze(1).to(dtype)  # [B, 1, T]
+        mu = self.encoder_proj(hidden).transpose(1, 2) * valid
+        cond = self._prompt_condition(prompt_feat.to(device), prompt_feat_len.to(device), frames, dtype)
+        mel = self.decoder(mu, valid, spks, cond, streaming, n_timesteps)
+        return self._drop_prompt(mel, prompt_feat_len.to(device), frames_len)
+
+    def _prompt_condition(self, prompt_feat: Tensor, prompt_feat_len: Tensor, frames: int, dtype: torch.dtype) -> Tensor:
+        """``[B, C, frames]`` zeros with each row's prompt mel in its first frames."""
+        cond = torch.zeros(prompt_feat.size(0), frames, self.output_size, device=prompt_feat.device, dtype=dtype)
+        used = min(prompt_feat.size(1), frames)
+        in_prompt = lengths_to_mask(prompt_feat_len, used).unsqueeze(-1)
+        cond[:, :used] = torch.where(in_prompt, prompt_feat[:, :used].to(dtype), 0.0)
+        return cond.transpose(1, 2)
+
+    @staticmethod
+    def _drop_prompt(mel: Tensor, prompt_frames: Tensor, frames_len: Tensor) -> tuple[Tensor, Tensor]:
+        """Shift each row left by its prompt length; frames past ``mel_len`` are zero."""
+        mel_len = (frames_len - prompt_frames).clamp(min=0)
+        position = torch.arange(int(mel_len.max()), device=mel.device).unsqueeze(0)
+        source = (position + prompt_frames.unsqueeze(1)).clamp(max=mel.size(2) - 1)
+        shifted = mel.gather(2, source.unsqueeze(1).expand(-1, mel.size(1), -1))
+        return shifted * (position < mel_len.unsqueeze(1)).unsqueeze(1), mel_len
