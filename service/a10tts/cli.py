@@ -9,10 +9,10 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import config_cmd, profile_cmd
+from .commands import config_cmd, model_cmd, profile_cmd, synth_cmd
 from .config import ConfigError
 
-COMMANDS = (config_cmd, profile_cmd)
+COMMANDS = (config_cmd, profile_cmd, model_cmd, synth_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -132,8 +132,8 @@ def slaney_mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float, f
     return torch.from_numpy(weights)
 
 
-def _kaldi_mel(hz: torch.Tensor | float) -> torch.Tensor | float:
-    return 1127.0 * (torch.log1p(hz / 700.0) if isinstance(hz, torch.Tensor) else math.log1p(hz / 700.0))
+def _kaldi_mel(hz: torch.Tensor) -> torch.Tensor:
+    return 1127.0 * torch.log1p(hz / 700.0)
 
 
 @functools.lru_cache(maxsize=8)
@@ -142,7 +142,7 @@ def kaldi_mel_filters(num_bins: int, n_fft: int, sample_rate: int, low_hz: float
 
     Upper edge: Nyquist. The Nyquist FFT bin always gets weight 0, as in Kaldi.
     """
-    mel_low, mel_high = _kaldi_mel(low_hz), _kaldi_mel(sample_rate / 2)
+    mel_low, mel_high = _kaldi_mel(torch.tensor([low_hz, sample_rate / 2], dtype=torch.float64)).tolist()
     delta = (mel_high - mel_low) / (num_bins + 1)
     left = mel_low + delta * torch.arange(num_bins, dtype=torch.float64).unsqueeze(1)
     center, right = left + delta, left + 2 * delta

@@ -40,8 +40,8 @@ def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else x * mask
 
 
-def _length_mask(lengths: torch.Tensor | None, max_len: int) -> torch.Tensor | None:
-    return None if lengths is None else length_mask(lengths, max_len)
+def _length_mask(lengths: torch.Tensor | None, max_len: int, device: torch.device) -> torch.Tensor | None:
+    return None if lengths is None else length_mask(lengths.to(device), max_len)
 
 
 class Snake(nn.Module):
@@ -85,13 +85,14 @@ class F0Predictor(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(num_layers):  # ELUs interleaved so the convs keep keys condnet.{0,2,4,...}
-            layers += [WeightNormConv1d(in_channels if i == 0 else cond_channels, cond_channels, 3, padding=1), nn.ELU()]
+            conv_in = in_channels if i == 0 else cond_channels
+            layers += [WeightNormConv1d(conv_in, cond_channels, 3, padding=1), nn.ELU()]
         self.condnet = nn.Sequential(*layers)
         self.classifier = nn.Linear(cond_channels, 1)
 
     def forward(self, mel: torch.Tensor, mel_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """mel [B, n_mels, T] -> f0 [B, T] (zero past each row's length)."""
-        mask = _length_mask(mel_lengths, mel.shape[-1])
+        mask = _length_mask(mel_lengths, mel.shape[-1], mel.device)
         x = mel
         for conv in self.condnet[::2]:
             x = F.elu(conv(_masked(x, mask)))
@@ -237,7 +238,8 @@ class HiFTGenerator(nn.Module):
         for key, value in checkpoint.items():
             module, _, leaf = key.partition(".parametrizations.weight.")
             if leaf == "original0":
-                plain[f"{module}.weight"] = _fold_weight_norm(value, checkpoint[f"{module}.parametrizations.weight.original1"])
+                direction = checkpoint[f"{module}.parametrizations.weight.original1"]
+                plain[f"{module}.weight"] = _fold_weight_norm(value, direction)
             elif leaf != "original1":
                 plain[key] = value
         self.load_state_dict(plain, strict=True)
@@ -276,12 +278,12 @@ class HiFTGenerator(nn.Module):
         # stage gains one frame from the left reflection pad, matching the n+1 frames of the
         # excitation's centered STFT.
         frames, scale = mel.shape[-1], 1
-        masks = [_length_mask(mel_lengths, frames)]
+        masks = [_length_mask(mel_lengths, frames, mel.device)]
         for i, rate in enumerate(self.upsample_rates):
             scale *= rate
             extra = int(i == len(self.upsample_rates) - 1)
             lengths = None if mel_lengths is None else mel_lengths * scale + extra
-            masks.append(_length_mask(lengths, frames * scale + extra))
+            masks.append(_length_mask(lengths, frames * scale + extra, mel.device))
         source_spec = _masked(self._source_stft(source[:, 0], mel_lengths).to(mel.dtype), masks[-1])
 
         x = self.conv_pre(_masked(mel, masks[0]))
@@ -301,7 +303,7 @@ class HiFTGenerator(nn.Module):
         speech = self._istft(magnitude.float(), phase.float(), masks[-1])
         speech = speech.clamp(-self.audio_limit, self.audio_limit)
         if mel_lengths is not None:
-            speech = speech * _length_mask(mel_lengths * self.samples_per_frame, speech.shape[-1])[:, 0]
+            speech = speech * _length_mask(mel_lengths * self.samples_per_frame, speech.shape[-1], mel.device)[:, 0]
         return speech
 
     def _source_stft(self, source: torch.Tensor, mel_lengths: torch.Tensor | None) -> torch.Tensor:

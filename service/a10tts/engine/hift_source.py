@@ -88,8 +88,8 @@ class HarmonicNoiseSource(nn.Module):
         generators = _per_row_generators(generator, len(lengths))
         noise = torch.zeros(len(lengths), self.num_sines, max_len, device=device).transpose(1, 2)
         for row, (length, gen) in enumerate(zip(lengths, generators)):
-            # 1. Initial harmonic phases: upstream adds them to sample 0 only, which the
-            #    frame-rate phase integration never reads, so they are drawn and dropped.
+            # 1. Initial harmonic phases: upstream adds them at sample 0, which its mid-frame
+            #    downsampling to frame rate never reads, so they are drawn and dropped.
             torch.rand(1, self.num_sines, device=device, generator=gen)
             # 2. Upstream calls randn_like on a [1, L, S] view of a [1, S, L] tensor. On CPU a
             #    non-contiguous fill uses a different sampler than a contiguous one, so the same

@@ -46,7 +46,7 @@ class CacheBatch:
         counts: Sequence[int],
         device: torch.device,
     ) -> CacheBatch:
-        """Rows append ``counts[b]`` tokens to slot ``slots[b]``, which already holds ``starts[b]``."""
+        """Row ``b`` appends ``counts[b]`` tokens to slot ``slots[b]``, holding ``starts[b]``."""
         counts_t = torch.tensor(counts, dtype=torch.long)
         starts_t = torch.tensor(starts, dtype=torch.long)
         num_rows, max_query_len = len(counts), max(counts)

@@ -67,6 +67,8 @@ class Qwen2Encoder(nn.Module):
 
 
 class CosyVoice2LM(nn.Module):
+    """Speech-token LM: ids ``< speech_token_size`` are speech tokens, all others stop."""
+
     def __init__(
         self,
         qwen_config: Qwen2Config,
@@ -77,7 +79,8 @@ class CosyVoice2LM(nn.Module):
         sampling: RasSampling | None = None,
     ) -> None:
         super().__init__()
-        for name, size in (("llm_input_size", llm_input_size), ("llm_output_size", llm_output_size)):
+        sizes = {"llm_input_size": llm_input_size, "llm_output_size": llm_output_size}
+        for name, size in sizes.items():
             if size != qwen_config.hidden_size:
                 raise ValueError(
                     f"{name} {size} must equal the Qwen2 hidden_size {qwen_config.hidden_size}"
@@ -187,9 +190,10 @@ class CosyVoice2LM(nn.Module):
 
         ``num_tokens`` forces exactly that many tokens (stop tokens ignored), for benchmarks.
         """
-        budget = (
-            TokenBudget.for_text(len(text)) if num_tokens is None else TokenBudget.exactly(num_tokens)
-        )
+        if num_tokens is None:
+            budget = TokenBudget.for_text(len(text))
+        else:
+            budget = TokenBudget.exactly(num_tokens)
         generator = generator or make_generator()
         embeds = self.prompt_embeds(text, prompt_text, prompt_speech_tokens)
         cache = self.new_kv_cache(num_slots=1, capacity=len(embeds) + budget.max_tokens)
@@ -197,6 +201,8 @@ class CosyVoice2LM(nn.Module):
         logp = self.prefill(cache, [slot], [embeds])
         history: list[int] = []
         while len(history) < budget.max_tokens:
+            # Every stop id is refused below the minimum, as upstream's vLLM path does with
+            # min_tokens (its HF path masks only eos, the one id a trained model emits).
             logp = forbid_tokens_from(
                 logp, self.speech_token_size, [not budget.stop_allowed(len(history))]
             )

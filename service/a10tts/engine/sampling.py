@@ -7,10 +7,10 @@ Per row, as upstream CosyVoice2 does for one request:
 2. repetition check: if that token occurs at least ``win_size * tau_r`` times among the last
    ``win_size`` generated tokens, mask it out and draw again from the whole distribution.
 
-Randomness comes from one ``torch.Generator`` per request, on the CPU: each step takes exactly
-two uniforms from it whatever happens, so a seeded request yields the same tokens on any device
-and in any batch. The draws are turned into tokens by inverse-CDF lookups, with no host sync
-inside ``ras_sample``.
+Randomness comes from one ``torch.Generator`` per request: each step takes exactly two uniforms
+from it whatever happens, so a seeded request yields the same tokens in any batch (and, with a
+CPU generator, on any device). Inverse-CDF lookups turn the draws into tokens, with no host
+sync inside ``ras_sample``.
 """
 
 from __future__ import annotations
@@ -51,9 +51,13 @@ def make_generator(seed: int | None = None) -> torch.Generator:
     return generator
 
 
-def draw_uniforms(generators: Sequence[torch.Generator]) -> Tensor:
-    """``[B, 2]`` float64 uniforms in [0, 1): column 0 for the nucleus, 1 for the fallback."""
-    return torch.stack([torch.rand(2, generator=g, dtype=torch.float64) for g in generators])
+def draw_uniforms(
+    generators: Sequence[torch.Generator], device: torch.device | str = "cpu"
+) -> Tensor:
+    """``[B, 2]`` float64 uniforms in [0, 1) on ``device``: column 0 for the nucleus, 1 for
+    the fallback. Each is drawn on its generator's own device (CPU or CUDA)."""
+    draws = [torch.rand(2, generator=g, device=g.device, dtype=torch.float64) for g in generators]
+    return torch.stack([draw.to(device, non_blocking=True) for draw in draws])
 
 
 def recent_tokens(histories: Sequence[Sequence[int]], win_size: int) -> Tensor:
@@ -117,5 +121,5 @@ def sample_batch(
     """``ras_sample`` for rows given as token histories and per-request generators."""
     device = logp.device
     recent = recent_tokens(histories, params.win_size).to(device, non_blocking=True)
-    uniforms = draw_uniforms(generators).to(device, non_blocking=True)
+    uniforms = draw_uniforms(generators, device)
     return ras_sample(logp, recent, uniforms, params)

@@ -93,7 +93,9 @@ def is_only_punctuation(text: str) -> bool:
     return all(unicodedata.category(c)[0] in "PS" for c in text)
 
 
-def split_paragraph(text: str, length: Callable[[str], int], sentence_end: frozenset[str], full_stop: str) -> list[str]:
+def split_paragraph(
+    text: str, length: Callable[[str], int], sentence_end: frozenset[str], full_stop: str
+) -> list[str]:
     """Cut ``text`` after sentence-ending marks, then pack sentences into segments."""
     if not text:
         return []

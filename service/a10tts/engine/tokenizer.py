@@ -88,14 +88,15 @@ def _build_from_vocab(directory: Path) -> Tokenizer:
     tokenizer.decoder = decoders.ByteLevel()
 
     config_path = directory / "tokenizer_config.json"
-    declared = json.loads(config_path.read_text("utf-8")).get("added_tokens_decoder", {}) if config_path.is_file() else {}
+    config = json.loads(config_path.read_text("utf-8")) if config_path.is_file() else {}
+    declared = config.get("added_tokens_decoder", {})
     for token_id, spec in sorted(declared.items(), key=lambda item: int(item[0])):
         content = spec["content"]
         tokenizer.add_special_tokens([_special(content)])
         if tokenizer.token_to_id(content) != int(token_id):
             raise ValueError(
                 f"{config_path}: added token {content!r} is declared as id {token_id} but would get "
-                f"id {tokenizer.token_to_id(content)}; the added ids must follow the vocabulary without gaps"
+                f"id {tokenizer.token_to_id(content)}; added ids must follow the vocabulary without gaps"
             )
     return tokenizer
 
@@ -115,9 +116,14 @@ class TextTokenizer:
         if not directory.is_dir():
             raise FileNotFoundError(f"tokenizer directory {directory} does not exist")
         tokenizer_json = directory / "tokenizer.json"
-        if tokenizer_json.is_file():
-            return cls(Tokenizer.from_file(str(tokenizer_json)))
-        return cls(_build_from_vocab(directory))
+        try:
+            if tokenizer_json.is_file():
+                return cls(Tokenizer.from_file(str(tokenizer_json)))
+            return cls(_build_from_vocab(directory))
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # tokenizers reports unreadable files as a bare Exception
+            raise ValueError(f"cannot load the tokenizer in {directory}: {exc}") from exc
 
     @property
     def vocab_size(self) -> int:
@@ -160,12 +166,11 @@ There were 3 apples, 25 oranges and 1024 grapes on the table; they're all fresh.
 
 
 def _byte_symbols() -> list[str]:
-    """The 256 byte-level symbols in GPT-2/Qwen2 vocabulary order (printable bytes first)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    symbols = {b: chr(b) for b in printable}
-    shifted = (b for b in range(256) if b not in symbols)
-    symbols.update({b: chr(256 + n) for n, b in enumerate(shifted)})
-    return [symbols[b] for b in printable] + [symbols[b] for b in range(256) if b not in printable]
+    """The 256 byte-level symbols in GPT-2/Qwen2 vocabulary order: printable bytes stand for
+    themselves and come first, the others become chr(256 + n) in byte order."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    n_others = 256 - len(printable)
+    return [chr(b) for b in printable] + [chr(256 + n) for n in range(n_others)]
 
 
 def _learn_merges(corpus: str, max_merges: int) -> list[tuple[str, str]]:

@@ -1,7 +1,7 @@
 """Prompt assembly: features of the golden prompt wav, token/mel alignment, per-mode LM inputs, errors.
 
-The speech tokenizer and CAM++ are replaced by recording stand-ins (the ONNX runners are tested in
-test_onnx_models.py), so these tests check exactly what the frontend feeds them and returns.
+Most tests replace the speech tokenizer and CAM++ by recording stand-ins, to check exactly what the
+frontend feeds them; one runs the real ONNX runners on the demo model's tiny graphs.
 """
 
 from __future__ import annotations
@@ -14,6 +14,14 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
+from a10tts.engine.demo_onnx import (
+    build_campplus,
+    build_speech_tokenizer,
+    campplus_reference,
+    campplus_weights,
+    speech_tokenizer_reference,
+    speech_tokenizer_weights,
+)
 from a10tts.engine.frontend import Frontend, FrontendLimits, ModelInputs, PromptFeatures, align_prompt
 from a10tts.engine.text_normalize import normalize_prompt
 from a10tts.engine.tokenizer import END_OF_PROMPT, TextTokenizer, write_demo_tokenizer
@@ -108,6 +116,8 @@ def test_zero_shot_feeds_prompt_text_and_tokens_to_the_lm(frontend: Frontend, pr
     assert inputs.llm_prompt_speech_tokens is prompt.prompt_speech_tokens
     assert inputs.prompt is prompt
     assert prompt.prompt_mel.shape == (2 * prompt.prompt_speech_tokens.shape[0], 80)
+    moved = prompt.to("cpu")  # e.g. a cached voice moved to the serving device
+    assert all(torch.equal(getattr(moved, f), getattr(prompt, f)) for f in vars(prompt))
 
 
 def test_cross_lingual_hides_the_prompt_from_the_lm(frontend: Frontend, prompt: PromptFeatures) -> None:
@@ -172,6 +182,23 @@ def test_prompt_audio_limits(frontend: Frontend, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="16000 Hz"):
         frontend.prompt_features("Hi.", _write_sine(tmp_path / "8k.wav", 2.0, sample_rate=8000))
     assert frontend.speech_tokenizer.inputs == []  # refused before any model ran
+
+
+def test_from_model_dir_runs_the_onnx_models(tmp_path: Path) -> None:
+    write_demo_tokenizer(tmp_path / "CosyVoice-BlankEN", 1000)
+    conv, proj = speech_tokenizer_weights()
+    weight, bias = campplus_weights()
+    build_speech_tokenizer(tmp_path / "speech_tokenizer_v2.onnx", conv, proj)
+    build_campplus(tmp_path / "campplus.onnx", weight, bias)
+    frontend = Frontend.from_model_dir(tmp_path, token_mel_ratio=2)
+
+    golden = load_file(GOLDEN / "features_case.safetensors")
+    features = frontend.prompt_features("Hi.", GOLDEN / "features_wav24k_float32.wav")
+    expected_tokens = speech_tokenizer_reference(golden["whisper_logmel128"], 150, conv, proj)[:37]
+    assert torch.equal(features.prompt_speech_tokens, expected_tokens.to(torch.int32))
+    expected_embedding = campplus_reference(golden["kaldi_fbank80_meannorm"], weight, bias)
+    torch.testing.assert_close(features.speaker_embedding, expected_embedding, atol=FEATURE_ATOL, rtol=0)
+    assert features.prompt_mel.shape == (74, 80)
 
 
 def test_from_model_dir_names_the_missing_file(tmp_path: Path) -> None:

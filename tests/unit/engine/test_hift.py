@@ -243,7 +243,8 @@ def test_ragged_batch_inference_with_per_row_generators(hift, ragged):
 
 def test_runs_in_bfloat16(hift, tiny_state, case):
     """HiFT is served in fp32, but a cast module must still run (STFT parts stay fp32)."""
+    mel, source = case["mel"][:, :, :8], case["source"][:, :, : 8 * HOP]
     model = load_tiny(tiny_state).to(torch.bfloat16)
-    speech = model.decode(case["mel"].to(torch.bfloat16), case["source"])
-    assert speech.shape == case["decode_out"].shape and torch.isfinite(speech).all()
-    assert max_diff(speech.float(), case["decode_out"]) < 0.1
+    speech = model.decode(mel.to(torch.bfloat16), source)
+    assert speech.shape == (1, 8 * HOP) and torch.isfinite(speech).all()
+    assert max_diff(speech.float(), hift.decode(mel, source)) < 0.1

@@ -61,7 +61,10 @@ def case() -> dict:
 def load_tiny(state_file: str = "llm.safetensors") -> CosyVoice2LM:
     model = CosyVoice2LM.from_hparams(llm_args(64, str(TINY / "CosyVoice-BlankEN")))
     path = TINY / state_file
-    state = load_file(path) if path.suffix == ".safetensors" else torch.load(path, weights_only=True)
+    if path.suffix == ".safetensors":
+        state = load_file(path)
+    else:
+        state = torch.load(path, weights_only=True)
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -72,7 +75,9 @@ def model() -> CosyVoice2LM:
 
 
 def golden_embeds(model: CosyVoice2LM, case: dict) -> torch.Tensor:
-    return model.prompt_embeds(case["text"][0], case["prompt_text"][0], case["prompt_speech_token"][0])
+    return model.prompt_embeds(
+        case["text"][0], case["prompt_text"][0], case["prompt_speech_token"][0]
+    )
 
 
 def teacher_forced(model, embeds, targets, cache: KVCache | None = None) -> torch.Tensor:
@@ -257,11 +262,9 @@ def test_token_budget_from_text_length():
 
 
 def generate(model, case, text_len=11, **kwargs) -> list[int]:
-    return list(
-        model.generate(
-            case["text"][0, :text_len], case["prompt_text"][0], case["prompt_speech_token"][0], **kwargs
-        )
-    )
+    text = case["text"][0, :text_len]
+    prompt_text, prompt_speech = case["prompt_text"][0], case["prompt_speech_token"][0]
+    return list(model.generate(text, prompt_text, prompt_speech, **kwargs))
 
 
 @torch.inference_mode()

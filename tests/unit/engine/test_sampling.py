@@ -33,7 +33,7 @@ def sample_with(logp, u0, u1=0.5, recent=NO_HISTORY, params=RasSampling()) -> in
 
 
 def reference_nucleus(probs: torch.Tensor, top_p: float, top_k: int) -> list[int]:
-    """Upstream's candidate loop, written plainly: keep while mass so far < top_p and < top_k kept."""
+    """Upstream's candidate rule, plainly: keep while the mass so far < top_p and < top_k kept."""
     kept, mass = [], 0.0
     for token in sorted(range(len(probs)), key=lambda i: -float(probs[i])):
         if mass >= top_p or len(kept) >= top_k:
@@ -125,7 +125,8 @@ def test_seeded_requests_are_reproducible_in_any_batch():
         generators = [make_generator(seed) for seed in seeds]
         histories: list[list[int]] = [[] for _ in rows]
         for _ in range(steps):
-            for history, token in zip(histories, sample_batch(logp[rows], params, histories, generators).tolist()):
+            tokens = sample_batch(logp[rows], params, histories, generators).tolist()
+            for history, token in zip(histories, tokens):
                 history.append(token)
         return histories
 

@@ -96,6 +96,9 @@ def test_missing_files_are_named(tmp_path: Path, demo_dir: Path) -> None:
     (tmp_path / "vocab.json").write_bytes((demo_dir / "vocab.json").read_bytes())
     with pytest.raises(FileNotFoundError, match="has no merges.txt"):
         TextTokenizer.from_dir(tmp_path)
+    (tmp_path / "merges.txt").write_text("#version: 0.2\nnot-in-vocab x\n", "utf-8")
+    with pytest.raises(ValueError, match=rf"cannot load the tokenizer in {tmp_path}"):
+        TextTokenizer.from_dir(tmp_path)
 
 
 def test_added_token_ids_must_follow_the_vocabulary(tmp_path: Path, demo_dir: Path) -> None:

@@ -17,7 +17,9 @@ def require(args: Mapping[str, Any], key: str, where: str) -> Any:
     return args[key]
 
 
-def nested_args(args: Mapping[str, Any], key: str, where: str, expected_class: str | None = None) -> Mapping[str, Any]:
+def nested_args(
+    args: Mapping[str, Any], key: str, where: str, expected_class: str | None = None
+) -> Mapping[str, Any]:
     """Arguments of the nested ``!new:`` node (or plain mapping) stored under ``key``."""
     value = require(args, key, where)
     target = getattr(value, "target", None)
@@ -29,7 +31,9 @@ def nested_args(args: Mapping[str, Any], key: str, where: str, expected_class: s
     return inner
 
 
-def check_supported(args: Mapping[str, Any], key: str, supported: Any, upstream_default: Any, where: str) -> None:
+def check_supported(
+    args: Mapping[str, Any], key: str, supported: Any, upstream_default: Any, where: str
+) -> None:
     """Refuse a setting whose architecture we do not implement (CosyVoice2 uses ``supported``).
 
     An absent key means upstream's constructor default, which may differ from CosyVoice2's value.

@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def relative_position_encoding(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+def relative_position_encoding(
+    length: int, dim: int, device: torch.device, dtype: torch.dtype
+) -> Tensor:
     """Sinusoidal encodings of the offsets ``length-1, ..., 1, 0, -1, ..., -(length-1)``.
 
     Returns ``[1, 2*length-1, dim]`` with sin/cos interleaved on the feature axis, the same

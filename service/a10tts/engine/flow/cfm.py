@@ -25,6 +25,8 @@ def fixed_noise(channels: int) -> Tensor:
 
 
 class CausalConditionalCFM(nn.Module):
+    """Euler solver of the flow ODE around the estimator (upstream ``CausalConditionalCFM``)."""
+
     def __init__(
         self, estimator: CausalConditionalDecoder, inference_cfg_rate: float, t_scheduler: str = "cosine"
     ) -> None:
@@ -96,7 +98,9 @@ class CausalConditionalCFM(nn.Module):
         for step in range(n_timesteps):
             t = times[step]
             x_in = torch.cat([x, x]).to(mu.dtype)
-            velocity = self.estimator(x_in, mask_in, mu_in, t.expand(2 * batch), spks_in, cond_in, streaming_in)
+            velocity = self.estimator(
+                x_in, mask_in, mu_in, t.expand(2 * batch), spks_in, cond_in, streaming_in
+            )
             conditional, unconditional = velocity.float().chunk(2)
             x = x + (times[step + 1] - t) * ((1.0 + rate) * conditional - rate * unconditional)
         return x

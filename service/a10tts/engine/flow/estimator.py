@@ -25,7 +25,8 @@ from a10tts.engine.flow.masks import attention_mask
 def timestep_features(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
     """Sinusoidal features of the ODE time ``t`` ``[B]`` -> ``[B, dim]`` in fp32 (sin half, cos half)."""
     half = dim // 2
-    inv_freq = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * -(math.log(10000) / (half - 1)))
+    exponent = torch.arange(half, device=t.device, dtype=torch.float32)
+    inv_freq = torch.exp(exponent * -(math.log(10000) / (half - 1)))
     angles = scale * t.float().unsqueeze(1) * inv_freq.unsqueeze(0)
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
@@ -114,7 +115,9 @@ class TransformerBlock(nn.Module):
         return x + self.ff(self.norm3(x))
 
 
-def _stage(dim_in: int, width: int, time_dim: int, n_blocks: int, num_heads: int, head_dim: int, conv: bool) -> nn.ModuleList:
+def _stage(
+    dim_in: int, width: int, time_dim: int, n_blocks: int, num_heads: int, head_dim: int, conv: bool
+) -> nn.ModuleList:
     """``[resnet, transformer blocks(, causal conv)]``, the layout behind upstream's keys."""
     layers: list[nn.Module] = [
         CausalResnetBlock(dim_in, width, time_dim),
@@ -126,6 +129,8 @@ def _stage(dim_in: int, width: int, time_dim: int, n_blocks: int, num_heads: int
 
 
 class CausalConditionalDecoder(nn.Module):
+    """The estimator: velocity of the flow ODE, conditioned on mu, speaker, prompt mel and time."""
+
     def __init__(
         self,
         in_channels: int,
@@ -139,16 +144,23 @@ class CausalConditionalDecoder(nn.Module):
     ) -> None:
         super().__init__()
         if len(channels) != 1:
-            raise ValueError(f"flow.decoder.estimator.channels={list(channels)}: only one U-Net level is supported")
+            raise ValueError(
+                f"flow.decoder.estimator.channels={list(channels)}: only one U-Net level is supported"
+            )
         width = channels[0]
         time_dim = 4 * width
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.static_chunk_size = static_chunk_size
         self.time_mlp = TimestepMLP(in_channels, time_dim)
-        stage = dict(width=width, time_dim=time_dim, n_blocks=n_blocks, num_heads=num_heads, head_dim=attention_head_dim)
+        stage = dict(
+            width=width, time_dim=time_dim, n_blocks=n_blocks, num_heads=num_heads,
+            head_dim=attention_head_dim,
+        )
         self.down_blocks = nn.ModuleList([_stage(in_channels, conv=True, **stage)])
-        self.mid_blocks = nn.ModuleList(_stage(width, conv=False, **stage) for _ in range(num_mid_blocks))
+        self.mid_blocks = nn.ModuleList(
+            _stage(width, conv=False, **stage) for _ in range(num_mid_blocks)
+        )
         self.up_blocks = nn.ModuleList([_stage(2 * width, conv=True, **stage)])
         self.final_block = CausalConvBlock(width, width)
         self.final_proj = nn.Conv1d(width, out_channels, 1)

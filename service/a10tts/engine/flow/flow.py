@@ -67,6 +67,10 @@ class FlowModel(nn.Module):
     def from_hparams(cls, args: Mapping[str, Any]) -> FlowModel:
         """Build from the args of the yaml's ``flow`` node (``CausalMaskedDiffWithXvec``)."""
         where = "flow"
+        sizes = {
+            key: require(args, key, where)
+            for key in ("input_size", "output_size", "spk_embed_dim", "vocab_size")
+        }
         token_mel_ratio = args.get("token_mel_ratio", 2)
         pre_lookahead_len = args.get("pre_lookahead_len", 3)
         encoder_args = nested_args(args, "encoder", where, expected_class="UpsampleConformerEncoder")
@@ -76,12 +80,9 @@ class FlowModel(nn.Module):
                 encoder_args, pre_lookahead_len=pre_lookahead_len, upsample_factor=token_mel_ratio
             ),
             decoder=CausalConditionalCFM.from_hparams(decoder_args),
-            input_size=require(args, "input_size", where),
-            output_size=require(args, "output_size", where),
-            spk_embed_dim=require(args, "spk_embed_dim", where),
-            vocab_size=require(args, "vocab_size", where),
             token_mel_ratio=token_mel_ratio,
             pre_lookahead_len=pre_lookahead_len,
+            **sizes,
         )
 
     def encode(
@@ -122,7 +123,7 @@ class FlowModel(nn.Module):
         finalize: bool | Tensor = True,
         n_timesteps: int = 10,
     ) -> tuple[Tensor, Tensor]:
-        """Mel for a padded batch of requests; returns ``mel [B, output_size, F]`` (fp32) and ``mel_len [B]``.
+        """Mel for a padded batch of requests: ``mel [B, output_size, F]`` (fp32) and ``mel_len [B]``.
 
         token ``[B, N]``/token_len; prompt_token ``[B, P]``/prompt_token_len; prompt_feat
         ``[B, Fp, output_size]``/prompt_feat_len (the prompt mel, normally 2 frames per prompt
@@ -133,8 +134,11 @@ class FlowModel(nn.Module):
         device = self.input_embedding.weight.device
         dtype = self.encoder_proj.weight.dtype
         streaming = _on_device(streaming, device)
-        spks = self.spk_embed_affine_layer(F.normalize(embedding.to(device).float(), dim=1).to(dtype))
-        hidden, frames_len = self.encode(token, token_len, prompt_token, prompt_token_len, streaming, finalize)
+        unit_embedding = F.normalize(embedding.to(device).float(), dim=1)
+        spks = self.spk_embed_affine_layer(unit_embedding.to(dtype))
+        hidden, frames_len = self.encode(
+            token, token_len, prompt_token, prompt_token_len, streaming, finalize
+        )
 
         frames = hidden.size(1)
         valid = lengths_to_mask(frames_len, frames).unsqueeze(1).to(dtype)  # [B, 1, T]
@@ -143,9 +147,12 @@ class FlowModel(nn.Module):
         mel = self.decoder(mu, valid, spks, cond, streaming, n_timesteps)
         return self._drop_prompt(mel, prompt_feat_len.to(device), frames_len)
 
-    def _prompt_condition(self, prompt_feat: Tensor, prompt_feat_len: Tensor, frames: int, dtype: torch.dtype) -> Tensor:
+    def _prompt_condition(
+        self, prompt_feat: Tensor, prompt_feat_len: Tensor, frames: int, dtype: torch.dtype
+    ) -> Tensor:
         """``[B, C, frames]`` zeros with each row's prompt mel in its first frames."""
-        cond = torch.zeros(prompt_feat.size(0), frames, self.output_size, device=prompt_feat.device, dtype=dtype)
+        batch = prompt_feat.size(0)
+        cond = torch.zeros(batch, frames, self.output_size, device=prompt_feat.device, dtype=dtype)
         used = min(prompt_feat.size(1), frames)
         in_prompt = lengths_to_mask(prompt_feat_len, used).unsqueeze(-1)
         cond[:, :used] = torch.where(in_prompt, prompt_feat[:, :used].to(dtype), 0.0)
