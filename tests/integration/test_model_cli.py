@@ -121,7 +121,7 @@ def test_verify_explains_a_checkpoint_of_the_wrong_model(demo: Path, tmp_path: P
     result = a10tts("model", "verify", str(model))
     assert result.returncode == 1
     llm = next(l for l in result.stdout.splitlines() if l.startswith("[FAIL] llm.pt"))
-    assert "missing keys" in llm and "llm_decoder.weight" in llm and "unexpected keys" in llm
+    assert "31 missing keys" in llm and "llm.model.lm_head.weight" in llm and "unexpected keys" in llm
     assert "[FAIL] campplus.onnx: missing or empty" in result.stdout
 
 

@@ -16,6 +16,7 @@ import functools
 import io
 import math
 import os
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -37,7 +38,12 @@ def load_audio(
     Raises AudioError if it is not readable audio, empty, sampled below 16 kHz, longer than
     `max_seconds`, or holds non-finite samples.
     """
-    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        stream: Any = io.BytesIO(source)
+    elif not os.path.isfile(source):
+        raise AudioError(f"{os.fspath(source)}: no such audio file")
+    else:
+        stream = source
     try:
         with sf.SoundFile(stream) as audio:
             sample_rate, frames = audio.samplerate, audio.frames

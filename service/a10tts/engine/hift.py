@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from a10tts.engine.checkpoint import CheckpointError, compare_keys
-from a10tts.engine.hparams import Node
+from a10tts.engine.hparams import nested_args, require
 from a10tts.engine.hift_source import GeneratorArg, HarmonicNoiseSource, length_mask
 
 _LEGACY_WEIGHT_NORM = {"weight_g": "original0", "weight_v": "original1"}  # torch.nn.utils.weight_norm keys
@@ -177,27 +177,23 @@ class HiFTGenerator(nn.Module):
     @classmethod
     def from_hparams(cls, args: Mapping[str, Any]) -> HiFTGenerator:
         """Build from the yaml `hift` node's args (nested `f0_predictor` node included)."""
-        predictor = _require(args, "f0_predictor")
-        if isinstance(predictor, Node):
-            if predictor.class_name != "ConvRNNF0Predictor":
-                raise ValueError(f"f0_predictor {predictor.target} is not supported (ConvRNNF0Predictor only)")
-            predictor = predictor.args
-        if _require(predictor, "num_class", "f0_predictor.num_class") != 1:
-            raise ValueError("f0_predictor.num_class must be 1 (one f0 value per frame)")
-        istft = _require(args, "istft_params")
+        predictor = nested_args(args, "f0_predictor", "hift", expected_class="ConvRNNF0Predictor")
+        if require(predictor, "num_class", "hift.f0_predictor") != 1:
+            raise ValueError("hift.f0_predictor.num_class must be 1 (one f0 value per frame)")
+        istft = require(args, "istft_params", "hift")
         for key in ("n_fft", "hop_len"):
-            _require(istft, key, f"istft_params.{key}")
+            require(istft, key, "hift.istft_params")
         required = (
             "in_channels", "base_channels", "sampling_rate", "upsample_rates", "upsample_kernel_sizes",
             "resblock_kernel_sizes", "resblock_dilation_sizes", "source_resblock_kernel_sizes",
             "source_resblock_dilation_sizes",
         )
         optional = ("nb_harmonics", "nsf_alpha", "nsf_sigma", "nsf_voiced_threshold", "lrelu_slope", "audio_limit")
-        kwargs = {key: _require(args, key) for key in required}
+        kwargs = {key: require(args, key, "hift") for key in required}
         kwargs.update({key: args[key] for key in optional if key in args})
         f0_predictor = F0Predictor(
-            _require(predictor, "in_channels", "f0_predictor.in_channels"),
-            _require(predictor, "cond_channels", "f0_predictor.cond_channels"),
+            require(predictor, "in_channels", "hift.f0_predictor"),
+            require(predictor, "cond_channels", "hift.f0_predictor"),
         )
         return cls(f0_predictor=f0_predictor, istft_params=istft, **kwargs)
 
@@ -223,13 +219,18 @@ class HiFTGenerator(nn.Module):
                 shapes[key] = tuple(tensor.shape)
         return shapes
 
+    @staticmethod
+    def canonicalize_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Upstream keys in one spelling: no `generator.` prefix, parametrized weight norm."""
+        return {_canonical_key(key): value for key, value in state_dict.items()}
+
     def load_upstream_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Strictly load an upstream HiFT state dict, folding weight norm into plain weights.
 
         Accepts parametrized (`.parametrizations.weight.original0/1`) and legacy
         (`.weight_g/.weight_v`) weight norm, with or without a `generator.` key prefix.
         """
-        checkpoint = {_canonical_key(key): value for key, value in state_dict.items()}
+        checkpoint = self.canonicalize_state_dict(state_dict)
         report = compare_keys(self.upstream_key_shapes(), checkpoint)
         if not report.ok:
             raise CheckpointError(f"HiFT checkpoint does not match the model: {report.describe()}")
@@ -356,9 +357,3 @@ def _canonical_key(key: str) -> str:
     if leaf in _LEGACY_WEIGHT_NORM:
         return f"{module}.parametrizations.weight.{_LEGACY_WEIGHT_NORM[leaf]}"
     return key
-
-
-def _require(args: Mapping[str, Any], key: str, name: str | None = None) -> Any:
-    if key not in args:
-        raise ValueError(f"missing required HiFT hyper-parameter '{name or key}'")
-    return args[key]

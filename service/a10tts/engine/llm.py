@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from a10tts.engine.hparams import nested_args, require
 from a10tts.engine.kv_cache import KVCache
 from a10tts.engine.qwen2 import Qwen2Config, Qwen2ForCausalLM, Qwen2Model
 from a10tts.engine.sampling import RasSampling, forbid_tokens_from, make_generator, sample_batch
@@ -107,16 +108,16 @@ class CosyVoice2LM(nn.Module):
         if qwen_config is not None:
             config = Qwen2Config.from_dict(qwen_config)
         else:
-            backbone = _node_args(_required(args, "llm", where), f"{where}.llm")
-            pretrain_path = _required(backbone, "pretrain_path", f"{where}.llm")
+            backbone = nested_args(args, "llm", where)
+            pretrain_path = require(backbone, "pretrain_path", f"{where}.llm")
             config = Qwen2Config.from_file(Path(pretrain_path) / "config.json")
         return cls(
             config,
-            llm_input_size=_required(args, "llm_input_size", where),
-            llm_output_size=_required(args, "llm_output_size", where),
-            speech_token_size=_required(args, "speech_token_size", where),
+            llm_input_size=require(args, "llm_input_size", where),
+            llm_output_size=require(args, "llm_output_size", where),
+            speech_token_size=require(args, "speech_token_size", where),
             sampling=RasSampling.from_hparams(
-                _node_args(_required(args, "sampling", where), f"{where}.sampling")
+                nested_args(args, "sampling", where)
             ),
         )
 
@@ -213,16 +214,3 @@ class CosyVoice2LM(nn.Module):
             history.append(token)
             if len(history) < budget.max_tokens:
                 logp = self.decode_step(cache, [slot], [token])
-
-
-def _required(args: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in args:
-        raise ValueError(f"{where}: missing required key '{key}'")
-    return args[key]
-
-
-def _node_args(node: Any, where: str) -> Mapping[str, Any]:
-    args = getattr(node, "args", None)
-    if not isinstance(args, Mapping):
-        raise ValueError(f"{where}: expected a !new:/!name: node with keyword arguments")
-    return args

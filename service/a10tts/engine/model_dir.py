@@ -98,6 +98,7 @@ class ModelDir:
             state = load_state_dict(path)
         except CheckpointError as exc:
             raise ModelDirError(str(exc)) from None
+        state = canonical_state(module, state)
         report = compare_keys(expected_shapes(module), state)
         if not report.ok:
             raise ModelDirError(f"{path}: does not match {CONFIG_FILE}: {report.describe()}")
@@ -111,6 +112,12 @@ def expected_shapes(module: nn.Module) -> dict[str, Shape]:
     if callable(upstream):
         return upstream()
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def canonical_state(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint's keys in the spelling `expected_shapes` uses (HiFT has two key styles)."""
+    canonicalize = getattr(module, "canonicalize_state_dict", None)
+    return canonicalize(state) if canonicalize is not None else state
 
 
 def load_upstream(module: nn.Module, state: dict[str, torch.Tensor]) -> None:

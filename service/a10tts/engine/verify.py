@@ -9,7 +9,7 @@ import torch
 
 from .checkpoint import CheckpointError, compare_keys, load_state_dict
 from .onnx_models import OnnxModelError, create_session
-from .model_dir import CONFIG_FILE, ONNX_FILES, QWEN_DIR, WEIGHT_FILES, ModelDir, ModelDirError, expected_shapes
+from .model_dir import CONFIG_FILE, ONNX_FILES, QWEN_DIR, WEIGHT_FILES, ModelDir, ModelDirError, canonical_state, expected_shapes
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def verify(path: str | Path) -> list[Finding]:
             continue
         with torch.device("meta"):  # only shapes are needed here
             module = model_dir.build(component)
-        report = compare_keys(expected_shapes(module), state)
+        report = compare_keys(expected_shapes(module), canonical_state(module, state))
         if report.ok:
             findings.append(Finding(True, name, f"{len(state)} tensors, keys and shapes match ({_size(file)})"))
         else:

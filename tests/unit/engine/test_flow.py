@@ -17,7 +17,7 @@ from a10tts.engine.flow.cfm import NOISE_FRAMES, fixed_noise
 from a10tts.engine.hparams import Node, load_hparams
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
-TINY = GOLDEN / "tiny_flow"
+TINY = GOLDEN / "tiny_model"
 TOKEN2WAV_CASES = ["token2wav_stream_53", "token2wav_stream_160", "token2wav_nonstream_53"]
 PROMPT_TOKENS, PROMPT_FRAMES = 27, 54
 GOLDEN_TOL = 1e-4  # golden README: flow mel atol 1e-4 (10 Euler steps amplify tiny differences)
@@ -92,7 +92,7 @@ def full_size_flow_args() -> dict:
 
 
 def tiny_flow_args() -> dict:
-    return load_hparams(TINY / "tiny_cosyvoice2.yaml")["flow"].args
+    return load_hparams(TINY / "cosyvoice2.yaml")["flow"].args
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -65,7 +65,7 @@ def load_tiny(state: dict[str, torch.Tensor]) -> HiFTGenerator:
 
 @pytest.fixture(scope="module")
 def tiny_state() -> dict[str, torch.Tensor]:
-    return load_file(GOLDEN / "tiny_hift" / "hift.safetensors")
+    return load_file(GOLDEN / "tiny_model" / "hift.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def _legacy_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("variant", ["pt", "legacy_weight_g_v"])
 def test_checkpoint_formats_load_identically(hift, tiny_state, variant):
     if variant == "pt":
-        state = torch.load(GOLDEN / "tiny_hift" / "hift.pt", map_location="cpu", weights_only=True)
+        state = torch.load(GOLDEN / "tiny_model" / "hift.pt", map_location="cpu", weights_only=True)
     else:
         state = _legacy_copy(tiny_state)
         assert any(k.endswith(".weight_g") for k in state)
@@ -187,7 +187,7 @@ def test_from_hparams_names_missing_keys():
     with pytest.raises(ValueError, match="upsample_rates"):
         HiFTGenerator.from_hparams(args)
     args = {**TINY_ARGS, "f0_predictor": Node("new", "x.ConvRNNF0Predictor", {"num_class": 1, "in_channels": 80})}
-    with pytest.raises(ValueError, match="f0_predictor.cond_channels"):
+    with pytest.raises(ValueError, match="f0_predictor: missing required key 'cond_channels'"):
         HiFTGenerator.from_hparams(args)
     causal = Node("new", "cosyvoice.hifigan.f0_predictor.CausalConvRNNF0Predictor", {})
     with pytest.raises(ValueError, match="CausalConvRNNF0Predictor"):

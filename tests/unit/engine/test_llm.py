@@ -15,7 +15,7 @@ from a10tts.engine.llm import CosyVoice2LM, TokenBudget
 from a10tts.engine.sampling import make_generator
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
-TINY = GOLDEN / "tiny_llm"
+TINY = GOLDEN / "tiny_model"
 EOS = 6561
 
 # CosyVoice2-0.5B: the llm section of upstream's cosyvoice2.yaml and CosyVoice-BlankEN/config.json.

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from a10tts.engine.flow._config import nested_args, require
+from a10tts.engine.hparams import nested_args, require
 from a10tts.engine.flow.estimator import CausalConditionalDecoder
 
 # Upstream seeds torch with 0 and draws randn([1, 80, NOISE_FRAMES]) once, at construction:

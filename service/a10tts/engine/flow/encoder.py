@@ -14,7 +14,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from a10tts.engine.flow._config import check_supported, require
+from a10tts.engine.hparams import check_supported, require
 from a10tts.engine.flow.attention import RelPositionAttention, relative_position_encoding
 from a10tts.engine.flow.masks import attention_mask, lengths_to_mask
 

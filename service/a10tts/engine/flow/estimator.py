@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from a10tts.engine.flow._config import check_supported, require
+from a10tts.engine.hparams import check_supported, require
 from a10tts.engine.flow.attention import SelfAttention
 from a10tts.engine.flow.masks import attention_mask
 

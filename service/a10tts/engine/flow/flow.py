@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from a10tts.engine.flow._config import nested_args, require
+from a10tts.engine.hparams import nested_args, require
 from a10tts.engine.flow.cfm import CausalConditionalCFM
 from a10tts.engine.flow.encoder import UpsampleConformerEncoder
 from a10tts.engine.flow.masks import lengths_to_mask
