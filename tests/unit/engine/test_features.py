@@ -157,5 +157,5 @@ def test_load_audio_errors_are_clear(payload, max_seconds, message):
 
 
 def test_load_audio_missing_file(tmp_path):
-    with pytest.raises(AudioError, match="could not read"):
+    with pytest.raises(AudioError, match="missing.wav: no such audio file"):
         features.load_audio(tmp_path / "missing.wav")
