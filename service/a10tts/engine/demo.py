@@ -48,7 +48,9 @@ DIMS = {
 }
 
 
-def _yaml(d: Dims) -> str:
+def demo_yaml(size: str) -> str:
+    """The demo model's `cosyvoice2.yaml` text."""
+    d = DIMS[size]
     # Same structure and class names as the official cosyvoice2.yaml, inference keys only.
     return f"""# a10tts demo model ({DEMO_MARKER}): random weights, the audio is noise.
 sample_rate: 24000
@@ -144,7 +146,9 @@ hift: !new:cosyvoice.hifigan.generator.HiFTGenerator
 """
 
 
-def _qwen_config(d: Dims) -> dict:
+def demo_qwen_config(size: str) -> dict:
+    """The demo model's `CosyVoice-BlankEN/config.json`."""
+    d = DIMS[size]
     return {
         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
         "hidden_size": d.llm_hidden, "intermediate_size": d.llm_intermediate,
@@ -178,14 +182,13 @@ def init_demo(directory: str | Path, size: str = "tiny", seed: int = 0) -> Path:
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
         raise FileExistsError(f"{directory} exists and is not empty; choose a new directory")
-    dims = DIMS[size]
     (directory / QWEN_DIR).mkdir(parents=True)
     (directory / DEMO_MARKER).write_text(
         f"Random-weight a10tts demo model ({size}); its audio is noise. Made by `a10tts model init-demo`.\n"
     )
-    (directory / CONFIG_FILE).write_text(_yaml(dims))
-    (directory / QWEN_DIR / "config.json").write_text(json.dumps(_qwen_config(dims), indent=2))
-    write_demo_tokenizer(directory / QWEN_DIR, vocab_size=dims.text_vocab)
+    (directory / CONFIG_FILE).write_text(demo_yaml(size))
+    (directory / QWEN_DIR / "config.json").write_text(json.dumps(demo_qwen_config(size), indent=2))
+    write_demo_tokenizer(directory / QWEN_DIR, vocab_size=DIMS[size].text_vocab)
 
     model_dir = ModelDir.open(directory)
     torch.manual_seed(seed)

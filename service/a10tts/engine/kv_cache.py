@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from a10tts.engine.kernels.decode_attention import decode_attention
+
 
 @dataclass(frozen=True)
 class CacheBatch:
@@ -73,6 +75,23 @@ class CacheBatch:
         )
 
 
+@dataclass(frozen=True)
+class DecodeBatch:
+    """One new token per slot: everything on the device, nothing that needs a host sync, so a
+    decode step built on it can be captured in a CUDA graph and replayed with new values."""
+
+    slots: Tensor  # [B] slot of each row (the scratch slot for padding rows)
+    positions: Tensor  # [B] position of the new token, i.e. the slot's length before it
+
+    @property
+    def token_slots(self) -> Tensor:
+        return self.slots
+
+    @property
+    def token_positions(self) -> Tensor:
+        return self.positions
+
+
 class KVCache:
     """Preallocated keys/values for ``num_slots`` requests of up to ``capacity`` tokens each."""
 
@@ -87,7 +106,9 @@ class KVCache:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> None:
-        shape = (num_layers, num_slots, capacity, num_kv_heads, head_dim)
+        # One extra slot that no request owns: padding rows of a fixed-size (CUDA graph)
+        # decode batch write and read there, so they never touch a live request's cache.
+        shape = (num_layers, num_slots + 1, capacity, num_kv_heads, head_dim)
         # Zeros rather than empty: padded query rows of a ragged prefill may read positions no
         # request wrote; their output is discarded but must stay finite.
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
@@ -108,6 +129,10 @@ class KVCache:
     @property
     def num_free(self) -> int:
         return len(self._free)
+
+    @property
+    def scratch_slot(self) -> int:
+        return self.num_slots
 
     def layer(self, index: int) -> tuple[Tensor, Tensor]:
         return self.keys[index], self.values[index]
@@ -133,6 +158,19 @@ class KVCache:
 
     def reserve(self, slots: Sequence[int], num_new_tokens: Sequence[int]) -> CacheBatch:
         """Claim the next ``num_new_tokens[b]`` positions of each slot for one forward pass."""
+        starts = self.advance(slots, num_new_tokens)
+        return CacheBatch.build(slots, starts, num_new_tokens, self.device)
+
+    def reserve_decode(self, slots: Sequence[int]) -> DecodeBatch:
+        """Claim one position in each slot: a decode step."""
+        starts = self.advance(slots, [1] * len(slots))
+        return DecodeBatch(
+            slots=torch.tensor(slots, dtype=torch.long).to(self.device, non_blocking=True),
+            positions=torch.tensor(starts, dtype=torch.long).to(self.device, non_blocking=True),
+        )
+
+    def advance(self, slots: Sequence[int], num_new_tokens: Sequence[int]) -> list[int]:
+        """Validate a pass and move each slot's length on; returns the lengths before it."""
         if len(slots) != len(num_new_tokens) or not slots:
             raise ValueError("reserve needs one token count per slot and at least one slot")
         if len(set(slots)) != len(slots):
@@ -151,23 +189,26 @@ class KVCache:
             starts.append(self._lengths[slot])
         for slot, count in zip(slots, num_new_tokens):
             self._lengths[slot] += count
-        return CacheBatch.build(slots, starts, num_new_tokens, self.device)
+        return starts
 
 
-def write_kv(keys: Tensor, values: Tensor, batch: CacheBatch, k: Tensor, v: Tensor) -> None:
+def write_kv(keys: Tensor, values: Tensor, batch: CacheBatch | DecodeBatch, k: Tensor, v: Tensor) -> None:
     """Store this pass's ``k``/``v`` ``[N, num_kv_heads, head_dim]`` into one layer's cache."""
     keys[batch.token_slots, batch.token_positions] = k
     values[batch.token_slots, batch.token_positions] = v
 
 
 def cached_attention(
-    q: Tensor, keys: Tensor, values: Tensor, batch: CacheBatch, scale: float
+    q: Tensor, keys: Tensor, values: Tensor, batch: CacheBatch | DecodeBatch, scale: float
 ) -> Tensor:
     """Attention of packed queries ``[N, num_heads, head_dim]`` over their slots' cached prefix.
 
-    Returns ``[N, num_heads * head_dim]``. Reference implementation on torch SDPA; a fused
-    kernel that reads the slots in place can replace this one function.
+    Returns ``[N, num_heads * head_dim]``. Decode steps go to the slot-aware decode kernel
+    (Triton on CUDA); prefills use torch SDPA over a padded query grid.
     """
+    if isinstance(batch, DecodeBatch):
+        out = decode_attention(q, keys, values, batch.slots, batch.positions + 1, scale)
+        return out.reshape(q.shape[0], -1)
     _, num_heads, head_dim = q.shape
     num_rows, query_len, kv_len = len(batch.slots), batch.max_query_len, batch.visible.shape[-1]
     num_kv_heads = keys.shape[2]

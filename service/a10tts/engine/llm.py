@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from a10tts.engine.cuda_graphs import DecodeGraphs
 from a10tts.engine.hparams import nested_args, require
-from a10tts.engine.kv_cache import KVCache
+from a10tts.engine.kv_cache import DecodeBatch, KVCache
 from a10tts.engine.qwen2 import Qwen2Config, Qwen2ForCausalLM, Qwen2Model
 from a10tts.engine.sampling import RasSampling, forbid_tokens_from, make_generator, sample_batch
 
@@ -89,6 +90,7 @@ class CosyVoice2LM(nn.Module):
         self.qwen_config = qwen_config
         self.speech_token_size = speech_token_size
         self.sampling = sampling or RasSampling()
+        self._graphs: DecodeGraphs | None = None  # set by enable_cuda_graphs
         self.llm_embedding = nn.Embedding(2, llm_input_size)  # row 0: sos, row 1: task id
         self.llm = Qwen2Encoder(qwen_config)
         vocab = speech_token_size + NUM_SPECIAL_SPEECH_TOKENS
@@ -169,9 +171,18 @@ class CosyVoice2LM(nn.Module):
         self, cache: KVCache, slots: Sequence[int], last_tokens: Sequence[int] | Tensor
     ) -> Tensor:
         """Feed each slot its last speech token; fp32 log-probs ``[B, vocab]`` of the next one."""
+        if self._graphs is not None and self._graphs.cache is cache:
+            return self._graphs.step(slots, last_tokens)
         device = self.speech_embedding.weight.device
         tokens = torch.as_tensor(last_tokens, dtype=torch.long, device=device)
-        batch = cache.reserve(slots, [1] * len(slots))
+        return self.decode_logp(tokens, cache.reserve_decode(slots), cache)
+
+    def enable_cuda_graphs(self, cache: KVCache, max_batch_size: int) -> None:
+        """Capture decode steps over `cache` for batches up to `max_batch_size` (CUDA only)."""
+        self._graphs = DecodeGraphs(self, cache, max_batch_size)
+
+    def decode_logp(self, tokens: Tensor, batch: DecodeBatch, cache: KVCache) -> Tensor:
+        """The device part of a decode step (no host syncs): what a CUDA graph captures."""
         return self._next_token_logp(self.backbone(self.speech_embedding(tokens), cache, batch))
 
     def _next_token_logp(self, hidden: Tensor) -> Tensor:

@@ -1,0 +1,1 @@
+"""GPU kernels (Triton), each with a torch reference it is tested against."""
