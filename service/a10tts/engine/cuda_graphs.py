@@ -20,8 +20,11 @@ _BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
 class DecodeGraphs:
-    def __init__(self, lm: torch.nn.Module, cache: KVCache, max_batch_size: int):
+    def __init__(self, lm: torch.nn.Module, cache: KVCache, max_batch_size: int, compile: bool = False):
         self.lm, self.cache = lm, cache
+        # torch.compile fuses the step's many small element-wise kernels (norms, rotary,
+        # activations) before capture; each bucket compiles once, at start-up.
+        self._decode = torch.compile(lm.decode_logp, dynamic=False) if compile else lm.decode_logp
         self.buckets = [b for b in _BUCKETS if b < max_batch_size] + [max_batch_size]
         device, largest = cache.device, self.buckets[-1]
         # One host->device copy per step: rows are tokens, slots, positions.
@@ -34,7 +37,7 @@ class DecodeGraphs:
 
     def _step(self, size: int) -> Tensor:
         tokens, slots, positions = self._inputs[:, :size]
-        return self.lm.decode_logp(tokens, DecodeBatch(slots, positions), self.cache)
+        return self._decode(tokens, DecodeBatch(slots, positions), self.cache)
 
     @torch.inference_mode()
     def _capture(self) -> None:

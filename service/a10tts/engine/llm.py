@@ -177,9 +177,10 @@ class CosyVoice2LM(nn.Module):
         tokens = torch.as_tensor(last_tokens, dtype=torch.long, device=device)
         return self.decode_logp(tokens, cache.reserve_decode(slots), cache)
 
-    def enable_cuda_graphs(self, cache: KVCache, max_batch_size: int) -> None:
-        """Capture decode steps over `cache` for batches up to `max_batch_size` (CUDA only)."""
-        self._graphs = DecodeGraphs(self, cache, max_batch_size)
+    def enable_cuda_graphs(self, cache: KVCache, max_batch_size: int, compile: bool = False) -> None:
+        """Capture decode steps over `cache` for batches up to `max_batch_size` (CUDA only);
+        `compile` fuses the step with torch.compile first (slower start-up, faster steps)."""
+        self._graphs = DecodeGraphs(self, cache, max_batch_size, compile=compile)
 
     def decode_logp(self, tokens: Tensor, batch: DecodeBatch, cache: KVCache) -> Tensor:
         """The device part of a decode step (no host syncs): what a CUDA graph captures."""

@@ -59,6 +59,7 @@ if triton is not None:
     ):
         row = tl.program_id(0)
         kv_head = tl.program_id(1)
+        scale = scale.to(tl.float32)  # under torch.compile a Python float may arrive as fp64
         slot = tl.load(Slots + row)
         length = tl.load(Lengths + row)
         g = tl.arange(0, BLOCK_G)
@@ -96,6 +97,9 @@ if triton is not None:
                  mask=(g < GROUP)[:, None])
 
 
+# Opaque to torch.compile: the compiled decode step fuses everything around this call, and the
+# kernel launches as written (dynamo's tracing of user kernels is not needed for that).
+@torch.compiler.disable
 def _decode_attention_triton(q: Tensor, keys: Tensor, values: Tensor, slots: Tensor, lengths: Tensor,
                              scale: float) -> Tensor:
     batch, heads, head_dim = q.shape
