@@ -1,0 +1,78 @@
+"""Time of one streaming chunk through flow + HiFT on a GPU (full-size random weights).
+
+The first chunk of a request decides the time to first audio after the LM: prompt tokens plus
+the first hop (with its alignment pad) and 3 look-ahead tokens go through the flow (encoder and
+10 Euler steps of the estimator on a CFG batch of 2), then HiFT vocodes the new frames. Prints
+milliseconds per chunk (median of CUDA-event timings) for a batch of B such chunks, eager and
+with the estimator compiled. Run on the GPU machine: `python benchmarks/token2wav.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from a10tts.engine.demo import demo_yaml
+from a10tts.engine.flow import FlowModel
+from a10tts.engine.hift import HiFTGenerator
+from a10tts.engine.hparams import parse_hparams
+
+
+def median_ms(fn, repeats: int = 10) -> float:
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+@torch.inference_mode()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prompt-tokens", type=int, default=75, help="3 s of prompt at 25 Hz")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    args = parser.parse_args()
+    hparams = parse_hparams(demo_yaml("full"))
+    with torch.device("cuda"):
+        flow = FlowModel.from_hparams(hparams["flow"].args).half().eval()
+        hift = HiFTGenerator.from_hparams(hparams["hift"].args).eval()
+    prompt = args.prompt_tokens
+    chunk = 25 + (-prompt) % 25 + 3  # first hop, alignment pad, look-ahead
+    print(f"# {torch.cuda.get_device_name()}, flow fp16, HiFT fp32, prompt {prompt} tokens, first chunk {chunk} tokens")
+    print("| batch | flow eager (ms) | flow, estimator compiled (ms) | HiFT (ms) |")
+    print("|---|---|---|---|")
+    compiled = torch.compile(flow.decoder.estimator, dynamic=False)
+    eager = flow.decoder.estimator
+    for batch in args.batch:
+        def inputs():
+            return dict(
+                token=torch.randint(0, 6561, (batch, chunk), device="cuda"),
+                token_len=torch.full((batch,), chunk, device="cuda"),
+                prompt_token=torch.randint(0, 6561, (batch, prompt), device="cuda"),
+                prompt_token_len=torch.full((batch,), prompt, device="cuda"),
+                prompt_feat=torch.randn(batch, 2 * prompt, 80, device="cuda"),
+                prompt_feat_len=torch.full((batch,), 2 * prompt, device="cuda"),
+                embedding=torch.randn(batch, 192, device="cuda"),
+                streaming=True, finalize=False,
+            )
+        feed = inputs()
+        flow.decoder.estimator = eager
+        eager_ms = median_ms(lambda: flow.inference(**feed))
+        flow.decoder.estimator = compiled
+        compiled_ms = median_ms(lambda: flow.inference(**feed))
+        flow.decoder.estimator = eager
+        mel, mel_len = flow.inference(**feed)
+        hift_ms = median_ms(lambda: hift.inference(mel.float(), mel_len))
+        print(f"| {batch} | {eager_ms:.1f} | {compiled_ms:.1f} | {hift_ms:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
