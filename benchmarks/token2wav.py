@@ -4,7 +4,7 @@ The first chunk of a request decides the time to first audio after the LM: promp
 the first hop (with its alignment pad) and 3 look-ahead tokens go through the flow (encoder and
 10 Euler steps of the estimator on a CFG batch of 2), then HiFT vocodes the new frames. Prints
 milliseconds per chunk (median of CUDA-event timings) for a batch of B such chunks, eager and
-with the estimator compiled. Run on the GPU machine: `python benchmarks/token2wav.py`.
+through CUDA graphs of the Euler loop, and compiled before capture. Run on the GPU machine: `python benchmarks/token2wav.py`.
 """
 
 from __future__ import annotations
@@ -47,10 +47,8 @@ def main() -> None:
     prompt = args.prompt_tokens
     chunk = 25 + (-prompt) % 25 + 3  # first hop, alignment pad, look-ahead
     print(f"# {torch.cuda.get_device_name()}, flow fp16, HiFT fp32, prompt {prompt} tokens, first chunk {chunk} tokens")
-    print("| batch | flow eager (ms) | flow, estimator compiled (ms) | HiFT (ms) |")
-    print("|---|---|---|---|")
-    compiled = torch.compile(flow.decoder.estimator, dynamic=False)
-    eager = flow.decoder.estimator
+    print("| batch | flow eager (ms) | flow, CUDA graph (ms) | flow, compiled + graph (ms) | HiFT (ms) |")
+    print("|---|---|---|---|---|")
     for batch in args.batch:
         def inputs():
             return dict(
@@ -64,14 +62,16 @@ def main() -> None:
                 streaming=True, finalize=False,
             )
         feed = inputs()
-        flow.decoder.estimator = eager
-        eager_ms = median_ms(lambda: flow.inference(**feed))
-        flow.decoder.estimator = compiled
-        compiled_ms = median_ms(lambda: flow.inference(**feed))
-        flow.decoder.estimator = eager
+        timings = []
+        for graphs, compile in ((False, False), (True, False), (True, True)):
+            flow._graphs = None
+            if graphs:
+                flow.enable_cuda_graphs(max_batch_size=batch, compile=compile)
+            timings.append(median_ms(lambda: flow.inference(**feed)))
+        flow._graphs = None
         mel, mel_len = flow.inference(**feed)
-        hift_ms = median_ms(lambda: hift.inference(mel.float(), mel_len))
-        print(f"| {batch} | {eager_ms:.1f} | {compiled_ms:.1f} | {hift_ms:.1f} |")
+        timings.append(median_ms(lambda: hift.inference(mel.float(), mel_len)))
+        print("| " + " | ".join([str(batch)] + [f"{ms:.1f}" for ms in timings]) + " |")
 
 
 if __name__ == "__main__":

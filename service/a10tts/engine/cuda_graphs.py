@@ -72,3 +72,67 @@ class DecodeGraphs:
         self._inputs[:, :bucket].copy_(host, non_blocking=True)
         self._graphs[bucket].replay()
         return self._outputs[bucket][:size].clone()
+
+
+_FLOW_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
+
+
+class FlowGraphs:
+    """CUDA graphs of the flow's whole Euler loop (10 estimator calls), per (batch, frames) bucket.
+
+    The estimator is causal in time and masks attention by length, so zero-padding a request
+    at the end (frames) or adding masked rows (batch) leaves its own frames unchanged: a few
+    buckets serve every chunk. Graphs are captured on first use of a bucket and kept.
+    """
+
+    def __init__(self, cfm: torch.nn.Module, max_batch_size: int, frame_step: int = 50,
+                 n_timesteps: int = 10, compile: bool = False):
+        self.cfm, self.frame_step, self.n_timesteps = cfm, frame_step, n_timesteps
+        self.batch_buckets = [b for b in _FLOW_BATCH_BUCKETS if b < max_batch_size] + [max_batch_size]
+        self._solve = torch.compile(cfm, dynamic=False) if compile else cfm
+        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, tuple[Tensor, ...], Tensor]] = {}
+        self._pool = None
+
+    def __call__(self, mu: Tensor, mask: Tensor, spks: Tensor, cond: Tensor,
+                 streaming: bool | Tensor = False, n_timesteps: int = 10) -> Tensor:
+        batch, _, frames = mu.shape
+        bucket_b = next((b for b in self.batch_buckets if b >= batch), None)
+        if bucket_b is None or n_timesteps != self.n_timesteps:
+            return self.cfm(mu, mask, spks, cond, streaming, n_timesteps)
+        bucket_t = -(-frames // self.frame_step) * self.frame_step
+        graph, inputs, output = self._graphs.get((bucket_b, bucket_t)) or self._capture(mu, spks, bucket_b, bucket_t)
+        s_mu, s_mask, s_spks, s_cond, s_streaming = inputs
+        for static in (s_mu, s_mask, s_cond):
+            static.zero_()
+        s_mask[:, :, 0] = 1  # padding rows: one valid frame keeps their softmax finite
+        s_spks.zero_()
+        s_mu[:batch, :, :frames] = mu
+        s_mask[:batch, :, :frames] = mask
+        s_cond[:batch, :, :frames] = cond
+        s_spks[:batch] = spks
+        s_streaming.fill_(False)
+        s_streaming[:batch] = streaming
+        graph.replay()
+        return output[:batch, :, :frames].clone()
+
+    @torch.inference_mode()
+    def _capture(self, like: Tensor, like_spks: Tensor, batch: int, frames: int):
+        channels, device, dtype = like.shape[1], like.device, like.dtype
+        inputs = (
+            torch.zeros(batch, channels, frames, device=device, dtype=dtype),
+            torch.ones(batch, 1, frames, device=device, dtype=dtype),
+            torch.zeros(batch, like_spks.shape[1], device=device, dtype=dtype),
+            torch.zeros(batch, channels, frames, device=device, dtype=dtype),
+            torch.zeros(batch, device=device, dtype=torch.bool),
+        )
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._solve(*inputs, self.n_timesteps)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            output = self._solve(*inputs, self.n_timesteps)
+        self._pool = graph.pool()
+        self._graphs[(batch, frames)] = (graph, inputs, output)
+        return self._graphs[(batch, frames)]

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from a10tts.engine.cuda_graphs import FlowGraphs
 from a10tts.engine.hparams import nested_args, require
 from a10tts.engine.flow.cfm import CausalConditionalCFM
 from a10tts.engine.flow.encoder import UpsampleConformerEncoder
@@ -62,6 +63,7 @@ class FlowModel(nn.Module):
         self.encoder = encoder
         self.encoder_proj = nn.Linear(encoder.output_size, output_size)
         self.decoder = decoder
+        self._graphs: FlowGraphs | None = None  # set by enable_cuda_graphs
 
     @classmethod
     def from_hparams(cls, args: Mapping[str, Any]) -> FlowModel:
@@ -84,6 +86,10 @@ class FlowModel(nn.Module):
             pre_lookahead_len=pre_lookahead_len,
             **sizes,
         )
+
+    def enable_cuda_graphs(self, max_batch_size: int, compile: bool = False) -> None:
+        """Replay the Euler loop from CUDA graphs (captured per batch/frames bucket on first use)."""
+        self._graphs = FlowGraphs(self.decoder, max_batch_size, compile=compile)
 
     def encode(
         self,
@@ -144,7 +150,8 @@ class FlowModel(nn.Module):
         valid = lengths_to_mask(frames_len, frames).unsqueeze(1).to(dtype)  # [B, 1, T]
         mu = self.encoder_proj(hidden).transpose(1, 2) * valid
         cond = self._prompt_condition(prompt_feat.to(device), prompt_feat_len.to(device), frames, dtype)
-        mel = self.decoder(mu, valid, spks, cond, streaming, n_timesteps)
+        solve = self._graphs if self._graphs is not None else self.decoder
+        mel = solve(mu, valid, spks, cond, streaming, n_timesteps)
         return self._drop_prompt(mel, prompt_feat_len.to(device), frames_len)
 
     def _prompt_condition(
