@@ -1,0 +1,221 @@
+"""Speech tokens to audio for many requests at once: one flow call and one HiFT call per step.
+
+Each request keeps its own streaming state (``streaming.py``): token buffers per text segment, a
+``ChunkPlan`` and a ``VocoderCache`` for the segment being vocoded, and a HiFT generator. A step
+takes the next chunk of up to ``max_batch_size`` requests (least recently served first, at most
+one chunk per request: a chunk needs the caches its predecessor leaves), runs the flow on the
+ragged batch with per-row streaming/finalize flags, then HiFT on the rows' mels with their
+lengths, cached excitation and generators, and joins each row into its request's stream. Row
+by row this is what ``Token2Wav`` does for one request, so the audio is the same.
+
+Segments are vocoded one after another, each with a fresh plan and cache, as ``CosyVoice2``
+does; a non-streaming segment is one final chunk (stretched by ``speed``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+
+from a10tts.engine.flow import FlowModel
+from a10tts.engine.frontend import PromptFeatures
+from a10tts.engine.hift import HiFTGenerator
+from a10tts.engine.streaming import Chunk, ChunkPlan, VocoderCache, join_chunk, vocoder_input
+
+
+def hift_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A request's HiFT noise generator, on the device HiFT draws on."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def _lengths(tensors: list[Tensor], device: torch.device) -> Tensor:
+    return torch.tensor([len(t) for t in tensors], device=device)
+
+
+@dataclass(eq=False)
+class DecodeRequest:
+    request_id: str
+    reply_to: int
+    prompt: PromptFeatures  # on the decode device
+    stream: bool
+    speed: float
+    num_segments: int
+    generator: torch.Generator
+    first_hop: int
+    lookahead: int
+    tokens: list[list[int]] = field(init=False)  # received, per segment
+    finished: list[bool] = field(init=False)  # per segment: all its tokens received
+    segment: int = 0  # the segment being vocoded
+    plan: ChunkPlan = field(init=False)
+    cache: VocoderCache = field(init=False)
+    pending: Chunk | None = None  # planned, waiting for a place in a batch
+    seq: int = 0  # chunks sent so far
+
+    def __post_init__(self) -> None:
+        self.tokens = [[] for _ in range(self.num_segments)]
+        self.finished = [False] * self.num_segments
+        self._new_segment_state()
+
+    def _new_segment_state(self) -> None:
+        self.plan = ChunkPlan(len(self.prompt.prompt_speech_tokens), self.first_hop, self.lookahead)
+        self.cache = VocoderCache()
+
+    @property
+    def last_segment(self) -> bool:
+        return self.segment == self.num_segments - 1
+
+    def add(self, segment: int, tokens: list[int], finished: bool) -> None:
+        if not 0 <= segment < self.num_segments or self.finished[segment]:
+            raise ValueError(f"tokens for segment {segment} of request {self.request_id} are out of order")
+        self.tokens[segment] += tokens
+        self.finished[segment] = finished
+
+    def plan_next(self) -> bool:
+        """Plan the next chunk unless one is pending; True if one is. Segments that ended
+        without tokens are skipped, except the last (``ends_empty``)."""
+        while self.pending is None and not self.ends_empty:
+            tokens, finished = self.tokens[self.segment], self.finished[self.segment]
+            if finished and not tokens:
+                self.segment += 1
+                self._new_segment_state()
+                continue
+            if self.stream:
+                self.pending = self.plan.next_chunk(len(tokens), finished) if tokens else None
+            elif finished:
+                self.pending = Chunk(end=len(tokens), offset=0, finalize=True)
+            break
+        return self.pending is not None
+
+    @property
+    def ends_empty(self) -> bool:
+        """The last segment ended without a token: nothing more to vocode, only to say so."""
+        return self.last_segment and self.finished[self.segment] and not self.tokens[self.segment]
+
+    def chunk_done(self, chunk: Chunk) -> bool:
+        """Move past a vocoded chunk; True if it was the request's last."""
+        self.pending = None
+        self.seq += 1
+        if not chunk.finalize:
+            return False
+        if self.last_segment:
+            return True
+        self.segment += 1
+        self._new_segment_state()
+        return False
+
+
+@dataclass(frozen=True)
+class Audio:
+    request: DecodeRequest
+    seq: int
+    samples: Tensor  # float32 24 kHz, on the CPU
+    final: bool
+
+
+class DecodeBatcher:
+    def __init__(self, flow: FlowModel, hift: HiFTGenerator, *, first_hop_tokens: int, max_batch_size: int) -> None:
+        self.flow = flow
+        self.hift = hift
+        self.first_hop_tokens = first_hop_tokens
+        self.max_batch_size = max_batch_size
+        self.device = flow.input_embedding.weight.device
+        self.requests: OrderedDict[str, DecodeRequest] = OrderedDict()  # least recently served first
+
+    def start(
+        self, request_id: str, reply_to: int, prompt: PromptFeatures, *, stream: bool, speed: float,
+        num_segments: int, seed: int | None,
+    ) -> DecodeRequest:
+        request = DecodeRequest(
+            request_id, reply_to, prompt.to(self.device), stream, speed, num_segments,
+            hift_generator(seed, self.device), self.first_hop_tokens, self.flow.pre_lookahead_len,
+        )
+        self.requests[request_id] = request
+        return request
+
+    def cancel(self, request_id: str) -> DecodeRequest | None:
+        return self.requests.pop(request_id, None)
+
+    @property
+    def backlog(self) -> int:
+        """Requests with a chunk planned but not vocoded yet."""
+        return sum(r.pending is not None for r in self.requests.values())
+
+    def ready(self) -> list[DecodeRequest]:
+        """Requests with a chunk to vocode or an empty ending to report, in serving order."""
+        return [r for r in self.requests.values() if r.plan_next() or r.ends_empty]
+
+    def step(self) -> tuple[list[Audio], list[tuple[DecodeRequest, Exception]]]:
+        """Vocode one batch; returns the audio, and the requests whose batch failed (now dropped)."""
+        ready = self.ready()
+        audio = [Audio(r, r.seq, torch.zeros(0), final=True) for r in ready if r.pending is None]
+        batch = [r for r in ready if r.pending is not None][: self.max_batch_size]
+        for request in [a.request for a in audio]:
+            del self.requests[request.request_id]
+        if not batch:
+            return audio, []
+        chunks = [r.pending for r in batch]
+        try:
+            samples = self.vocode(batch, chunks)
+        except Exception as exc:
+            for request in batch:
+                del self.requests[request.request_id]
+            return audio, [(request, exc) for request in batch]
+        for request, chunk, wave in zip(batch, chunks, samples):
+            seq = request.seq
+            final = request.chunk_done(chunk)
+            audio.append(Audio(request, seq, wave, final))
+            if final:
+                del self.requests[request.request_id]
+            else:
+                self.requests.move_to_end(request.request_id)
+        return audio, []
+
+    @torch.inference_mode()
+    def vocode(self, requests: list[DecodeRequest], chunks: list[Chunk]) -> list[Tensor]:
+        """One flow call and one HiFT call for one chunk of each request; updates their caches."""
+        device, prompts = self.device, [r.prompt for r in requests]
+        tokens = [torch.tensor(r.tokens[r.segment][: c.end], dtype=torch.int32, device=device)
+                  for r, c in zip(requests, chunks)]
+        prompt_tokens = [p.prompt_speech_tokens for p in prompts]
+        prompt_mels = [p.prompt_mel for p in prompts]
+        mel, mel_len = self.flow.inference(
+            token=pad_sequence(tokens, batch_first=True),
+            token_len=_lengths(tokens, device),
+            prompt_token=pad_sequence(prompt_tokens, batch_first=True),
+            prompt_token_len=_lengths(prompt_tokens, device),
+            prompt_feat=pad_sequence(prompt_mels, batch_first=True),
+            prompt_feat_len=_lengths(prompt_mels, device),
+            embedding=torch.stack([p.speaker_embedding for p in prompts]),
+            streaming=torch.tensor([c.streaming for c in chunks], device=device),
+            finalize=torch.tensor([c.finalize for c in chunks], device=device),
+        )
+        mels = []
+        for row, (request, chunk) in enumerate(zip(requests, chunks)):
+            new = vocoder_input(mel[row, :, : int(mel_len[row])].float(), chunk, request.cache, self.flow.token_mel_ratio)
+            if request.speed != 1.0:  # non-streaming only: stretch the mel, as upstream
+                new = F.interpolate(new[None], size=int(new.shape[1] / request.speed), mode="linear")[0]
+            mels.append(new)
+        frames = torch.tensor([m.shape[1] for m in mels], device=device)
+        hift_mel = pad_sequence([m.T for m in mels], batch_first=True).transpose(1, 2)
+        no_cache = torch.zeros(1, 0, device=device)
+        speech, source = self.hift.inference(
+            hift_mel,
+            frames,
+            cache_source=[no_cache if r.cache.source is None else r.cache.source for r in requests],
+            generator=[r.generator for r in requests],
+        )
+        out = []
+        for row, (request, chunk, new) in enumerate(zip(requests, chunks, mels)):
+            n = int(frames[row]) * self.hift.samples_per_frame
+            out.append(join_chunk(speech[row, :n], source[row, :, :n], new, chunk, request.cache).cpu())
+        return out

@@ -1,0 +1,212 @@
+"""LM stage: speech tokens for every request, batched continuously (``scheduler.py``).
+
+Each loop turn takes what arrived (encoded requests, cancels), runs one scheduler step and sends
+each decode worker one ``TokenBatch`` with its requests' new tokens. A request's decode worker is
+chosen when it starts (the one with the fewest requests being generated) and keeps its streaming
+state to the end. Refusals (too long: 400, queue full: 503) and failures (500) go straight to the
+request's HTTP worker; a failed or cancelled request is also cancelled at its decode worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+
+from a10tts.config import Config
+from a10tts.engine.kv_cache import KVCache
+from a10tts.engine.llm import CosyVoice2LM
+from a10tts.engine.model_dir import ModelDir
+from a10tts.engine.sampling import make_generator
+
+from .internal import LLM_INBOX, PROMPT_TENSORS, DecodeStart, EncodedRequest, TokenBatch, TokenDelta, segment_texts
+from .messages import Cancel
+from .scheduler import LMRequest, Scheduler, SchedulerLimits, StepResult
+from .spec import StageSpec
+from .stage import RequestError, Stage, device_of, dtype_of, setup_logging
+
+log = logging.getLogger(__name__)
+
+AUTO_KV_SHARE = 0.4  # of the GPU memory left under the limit; decode workers need the rest
+CPU_AUTO_KV_TOKENS = 32768
+EARLY_CANCELS = 1024  # cancels of requests not here yet (still encoding), remembered to drop them
+
+
+def kv_slots(
+    setting: int | str, *, max_request_tokens: int, max_running: int, bytes_per_token: int, free_bytes: int | None
+) -> int:
+    """KV-cache slots of ``max_request_tokens`` each: ``kv_cache_tokens`` worth, never more than can run.
+
+    ``"auto"`` takes ``AUTO_KV_SHARE`` of ``free_bytes`` (GPU memory still free under the limit),
+    or ``CPU_AUTO_KV_TOKENS`` when ``free_bytes`` is None (CPU).
+    """
+    if setting == "auto":
+        tokens = CPU_AUTO_KV_TOKENS if free_bytes is None else int(free_bytes * AUTO_KV_SHARE) // bytes_per_token
+    else:
+        tokens = int(setting)
+    slots = min(tokens // max_request_tokens, max_running)
+    if slots < 1:
+        raise ValueError(
+            f"the KV cache holds {tokens} tokens (llm.kv_cache_tokens = {setting!r}), less than one request of "
+            f"llm.max_request_tokens = {max_request_tokens}; raise llm.kv_cache_tokens or "
+            "memory.gpu_memory_limit_gib, or lower llm.max_request_tokens"
+        )
+    return slots
+
+
+def new_cache_for(model: CosyVoice2LM, config: Config, device: torch.device) -> KVCache:
+    free_bytes = None
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        limit = int(config.memory.gpu_memory_limit_gib * 2**30) - torch.cuda.memory_reserved(device)
+        free_bytes = max(0, min(free, limit))
+    qwen = model.qwen_config
+    element_size = model.llm_decoder.weight.element_size()
+    slots = kv_slots(
+        config.llm.kv_cache_tokens,
+        max_request_tokens=config.llm.max_request_tokens,
+        max_running=config.llm.max_running_requests,
+        bytes_per_token=2 * qwen.num_hidden_layers * qwen.num_key_value_heads * qwen.head_dim * element_size,
+        free_bytes=free_bytes,
+    )
+    return model.new_kv_cache(num_slots=slots, capacity=config.llm.max_request_tokens)
+
+
+@dataclass
+class Route:
+    """Where a request's results go."""
+
+    message: EncodedRequest
+    prompt: dict[str, torch.Tensor] = field(repr=False)  # for DecodeStart; dropped once sent
+    decode: int | None = None  # its decode worker, once started
+
+
+class LLMWorker:
+    def __init__(self, stage: Stage, scheduler: Scheduler, device: torch.device, num_decoders: int) -> None:
+        self.stage = stage
+        self.scheduler = scheduler
+        self.device = device
+        self.routes: dict[str, Route] = {}
+        self.decode_load = [0] * num_decoders
+        self.early_cancels: OrderedDict[str, None] = OrderedDict()
+
+    def run(self) -> None:
+        cache = self.scheduler.cache
+        self.stage.ready(device=str(self.device), kv_slots=cache.num_slots, max_request_tokens=cache.capacity)
+        with torch.inference_mode():
+            while not self.stage.stopping:
+                self.stage.wait(0 if self.scheduler.has_work else self.stage.idle_timeout())
+                for message, tensors in self.stage.receive():
+                    if isinstance(message, Cancel):
+                        self.cancel(message.request_id)
+                    else:
+                        self.accept(message, tensors)
+                if self.scheduler.has_work:
+                    self.publish(self.scheduler.step())
+                self.stage.heartbeat(self.scheduler.load())
+        self.stage.fail_stopped({rid: route.message.reply_to for rid, route in self.routes.items()})
+
+    def accept(self, message: EncodedRequest, tensors: dict[str, torch.Tensor]) -> None:
+        rid = message.request_id
+        if rid in self.early_cancels:
+            del self.early_cancels[rid]
+            return
+        if rid in self.routes:
+            log.error("request id %s arrived twice; the second one is refused", rid)
+            self.stage.fail(rid, message.reply_to, 400, f"request id {rid!r} is already in use")
+            return
+        try:
+            request = LMRequest(
+                request_id=rid,
+                segments=[t.to(self.device) for t in segment_texts(tensors, message.num_segments)],
+                prompt_text=tensors["llm_prompt_text"].to(self.device),
+                prompt_speech=tensors["llm_prompt_speech"].to(self.device),
+                generator=make_generator(message.seed),
+                num_tokens=message.num_tokens,
+            )
+            prompt = {name: tensors[name] for name in PROMPT_TENSORS}
+            self.scheduler.add(request)
+        except KeyError as exc:
+            self.stage.fail(rid, message.reply_to, 500, f"the encode stage sent no {exc} tensor")
+        except RequestError as exc:
+            self.stage.fail(rid, message.reply_to, exc.status, exc.message)
+        else:
+            self.routes[rid] = Route(message, prompt)
+
+    def cancel(self, rid: str) -> None:
+        self.scheduler.cancel(rid)
+        route = self._forget(rid)
+        if route is None:  # finished here (decode may still be busy with it) or still encoding
+            self.early_cancels[rid] = None
+            while len(self.early_cancels) > EARLY_CANCELS:
+                self.early_cancels.popitem(last=False)
+            for index in range(len(self.decode_load)):
+                self.stage.outbox.send(self.stage.endpoints.decode(index), Cancel(rid))
+        elif route.decode is not None:
+            self.stage.outbox.send(self.stage.endpoints.decode(route.decode), Cancel(rid))
+
+    def publish(self, result: StepResult) -> None:
+        """Start, feed and fail requests at their decode and HTTP workers."""
+        for request, message in result.failed:
+            self._fail(self.routes[request.request_id], 500, message)
+        for request in result.started:
+            route = self.routes.get(request.request_id)
+            if route is not None and not self._start(route):
+                self.scheduler.cancel(request.request_id)
+                self._fail(route, 503, "the decode stage is not taking requests")
+        batches: dict[int, list[tuple[Route, TokenDelta]]] = {}
+        for out in result.outputs:
+            route = self.routes.get(out.request_id)
+            if route is None:  # failed in this step
+                continue
+            delta = TokenDelta(out.request_id, out.segment, out.tokens, out.finished)
+            batches.setdefault(route.decode, []).append((route, delta))
+            if out.done:
+                self._forget(out.request_id)
+        for index, batch in batches.items():
+            if not self.stage.outbox.send(self.stage.endpoints.decode(index), TokenBatch([d for _, d in batch])):
+                for route, delta in batch:
+                    self.scheduler.cancel(delta.request_id)
+                    self._fail(route, 503, f"decode worker {index} is not taking tokens")
+
+    def _start(self, route: Route) -> bool:
+        route.decode = min(range(len(self.decode_load)), key=self.decode_load.__getitem__)
+        self.decode_load[route.decode] += 1
+        m = route.message
+        start = DecodeStart(m.request_id, m.reply_to, m.num_segments, m.stream, m.speed, m.seed)
+        sent = self.stage.outbox.send(self.stage.endpoints.decode(route.decode), start, route.prompt)
+        route.prompt = {}
+        return sent
+
+    def _fail(self, route: Route, status: int, message: str) -> None:
+        rid = route.message.request_id
+        self._forget(rid)
+        log.error("request %s failed: %s", rid, message)
+        self.stage.fail(rid, route.message.reply_to, status, message)
+        if route.decode is not None:
+            self.stage.outbox.send(self.stage.endpoints.decode(route.decode), Cancel(rid))
+
+    def _forget(self, rid: str) -> Route | None:
+        route = self.routes.pop(rid, None)
+        if route is not None and route.decode is not None:
+            self.decode_load[route.decode] -= 1
+        return route
+
+
+def main(spec: StageSpec) -> None:
+    setup_logging(spec)
+    config = spec.config
+    stage = Stage(spec, spec.endpoints.llm, LLM_INBOX)
+    device = device_of(spec)
+    model = ModelDir.open(spec.model_dir).load("llm", device, dtype_of(config, "llm", device))
+    cache = new_cache_for(model, config, device)
+    if device.type == "cuda" and config.llm.cuda_graphs:
+        model.enable_cuda_graphs(cache, min(config.llm.cuda_graph_max_batch_size, cache.num_slots))
+    scheduler = Scheduler(model, cache, SchedulerLimits.from_config(config))
+    num_decoders = spec.counts.get("decode", config.decode.processes)
+    try:
+        LLMWorker(stage, scheduler, device, num_decoders).run()
+    finally:
+        stage.close()

@@ -1,0 +1,160 @@
+"""What every stage process shares: its sockets, readiness, heartbeats, failures, SIGTERM, device.
+
+A stage's main loop is ``while not stage.stopping: stage.wait(...); ...; stage.heartbeat(load)``.
+Heartbeats leave from that loop only, so a hung loop stops them and the supervisor notices.
+SIGTERM sets ``stopping`` and wakes the loop: the stage finishes its current step and exits 0.
+SIGINT is ignored: the supervisor owns shutdown (a Ctrl-C reaches every process of the group).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+import msgspec
+import torch
+import zmq
+
+from a10tts.config import Config
+from a10tts.engine.cosyvoice2 import resolve_device
+
+from .messages import Heartbeat, RequestFailed, StageReady
+from .spec import StageSpec
+from .transport import Inbox, Outbox
+
+HEARTBEAT_INTERVAL_S = 1.0
+
+
+class RequestError(Exception):
+    """A request that cannot go on; ``status`` is the HTTP status its client gets."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Wakeup:
+    """A socket pair the stage's poll watches: signals and worker threads write to end a wait."""
+
+    def __init__(self) -> None:
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+
+    @property
+    def fd(self) -> int:
+        return self._read.fileno()
+
+    @property
+    def write_fd(self) -> int:
+        return self._write.fileno()
+
+    def wake(self) -> None:
+        try:
+            self._write.send(b"\0")
+        except BlockingIOError:  # already full of wake-ups: the loop will wake anyway
+            pass
+
+    def clear(self) -> None:
+        try:
+            while self._read.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        self._read.close()
+        self._write.close()
+
+
+def setup_logging(spec: StageSpec) -> None:
+    logging.basicConfig(
+        level=spec.config.logging.level.upper(),
+        format=f"%(asctime)s {spec.name}[%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def device_of(spec: StageSpec) -> torch.device:
+    """The stage's compute device. On the CPU, the stage processes share the cores: torch's
+    default of one thread per core in every process oversubscribes them many times over."""
+    device = resolve_device(spec.config.model.device)
+    if device.type == "cpu":
+        processes = sum(spec.counts.get(stage, 1) for stage in ("encode", "llm", "decode"))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
+    return device
+
+
+def dtype_of(config: Config, component: str, device: torch.device) -> torch.dtype:
+    """Configured precision on CUDA; the CPU always computes in float32 (half is slow there)."""
+    if device.type != "cuda":
+        return torch.float32
+    return getattr(torch, getattr(config.precision, component))
+
+
+class Stage:
+    def __init__(self, spec: StageSpec, inbox_endpoint: str, decoder: msgspec.msgpack.Decoder) -> None:
+        self.spec = spec
+        self.endpoints = spec.endpoints
+        self.stopping = False
+        self.context = zmq.Context()
+        self.inbox = Inbox(self.context, inbox_endpoint, decoder)
+        self.outbox = Outbox(self.context)
+        self.wakeup = Wakeup()
+        self._poller = zmq.Poller()
+        self._poller.register(self.inbox.socket, zmq.POLLIN)
+        self._poller.register(self.wakeup.fd, zmq.POLLIN)
+        self._next_heartbeat = 0.0
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.set_wakeup_fd(self.wakeup.write_fd, warn_on_full_buffer=False)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def wait(self, timeout_s: float) -> None:
+        """Until a message, a wake-up or a signal arrives, or ``timeout_s`` passes."""
+        if timeout_s > 0:
+            self._poller.poll(timeout_s * 1000)
+        self.wakeup.clear()
+
+    def receive(self) -> list[tuple[Any, dict[str, torch.Tensor]]]:
+        return self.inbox.receive_ready()
+
+    def idle_timeout(self) -> float:
+        """How long an idle loop may wait and still beat on time."""
+        return max(0.0, self._next_heartbeat - time.monotonic())
+
+    def ready(self, **info: Any) -> None:
+        self.outbox.send(self.endpoints.supervisor, StageReady(self.spec.stage, self.spec.index, os.getpid(), info))
+        logging.getLogger(__name__).info("%s ready: %s", self.spec.name, info)
+
+    def heartbeat(self, load: dict[str, float]) -> None:
+        """Send a heartbeat if one is due; call this from every turn of the main loop."""
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self.outbox.send(self.endpoints.supervisor, Heartbeat(self.spec.stage, self.spec.index, os.getpid(), load))
+            self._next_heartbeat = now + HEARTBEAT_INTERVAL_S
+
+    def reply(self, reply_to: int, message: msgspec.Struct) -> bool:
+        return self.outbox.send(self.endpoints.api(reply_to), message)
+
+    def fail(self, request_id: str, reply_to: int, status: int, message: str) -> None:
+        self.reply(reply_to, RequestFailed(request_id, status, message))
+
+    def fail_stopped(self, requests: dict[str, int]) -> None:
+        """On shutdown: tell the waiting HTTP workers at once instead of letting them time out."""
+        message = f"the {self.spec.stage} stage stopped (restart or shutdown); retry the request"
+        for request_id, reply_to in requests.items():
+            self.fail(request_id, reply_to, 503, message)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        self.inbox.close()
+        self.outbox.close()
+        self.wakeup.close()
+        self.context.term()

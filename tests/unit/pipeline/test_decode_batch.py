@@ -1,0 +1,135 @@
+"""Batched decode gives each request the audio Token2Wav gives it alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from a10tts.engine.frontend import PromptFeatures
+from a10tts.engine.model_dir import ModelDir
+from a10tts.engine.token2wav import Token2Wav
+from a10tts.pipeline.decode_batch import Audio, DecodeBatcher
+from a10tts.pipeline.decode_worker import pcm16
+
+FIRST_HOP = 10
+
+
+@dataclass
+class Case:
+    rid: str
+    prompt: PromptFeatures
+    segments: list[list[int]]
+    stream: bool
+    speed: float
+    seed: int
+
+
+def make_case(rid: str, prompt_tokens: int, segment_lengths: list[int], *, stream: bool, speed: float = 1.0) -> Case:
+    g = torch.Generator().manual_seed(sum(map(ord, rid)))
+    prompt = PromptFeatures(
+        prompt_text_ids=torch.zeros(0, dtype=torch.int32),
+        prompt_speech_tokens=torch.randint(0, 6561, (prompt_tokens,), generator=g, dtype=torch.int32),
+        prompt_mel=torch.randn(2 * prompt_tokens, 80, generator=g) - 4,
+        speaker_embedding=torch.randn(192, generator=g),
+    )
+    segments = [torch.randint(0, 6561, (n,), generator=g).tolist() for n in segment_lengths]
+    return Case(rid, prompt, segments, stream, speed, seed=len(rid) * 7)
+
+
+@pytest.fixture(scope="module")
+def models(demo_model: ModelDir):
+    return demo_model.load("flow"), demo_model.load("hift")
+
+
+def alone(models, case: Case) -> list[torch.Tensor]:
+    """What the single-request path yields: Token2Wav per segment, one generator throughout."""
+    token2wav = Token2Wav(*models, first_hop_tokens=FIRST_HOP)
+    generator = torch.Generator().manual_seed(case.seed)
+    return [
+        chunk
+        for tokens in case.segments
+        for chunk in token2wav(tokens, case.prompt, stream=case.stream, speed=case.speed, generator=generator)
+    ]
+
+
+def test_batched_chunks_equal_each_request_alone(models) -> None:
+    cases = [
+        make_case("streaming-early", 27, [80], stream=True),
+        make_case("streaming-late", 13, [20, 45], stream=True),
+        make_case("whole-slow", 20, [30, 25], stream=False, speed=0.8),
+    ]
+    batcher = DecodeBatcher(*models, first_hop_tokens=FIRST_HOP, max_batch_size=2)
+    requests = {
+        c.rid: batcher.start(c.rid, 0, c.prompt, stream=c.stream, speed=c.speed, num_segments=len(c.segments),
+                             seed=c.seed)
+        for c in cases
+    }
+    early, late, whole = cases
+    requests[early.rid].add(0, early.segments[0], finished=True)
+    requests[whole.rid].add(0, whole.segments[0], finished=True)
+    requests[late.rid].add(0, late.segments[0][:17], finished=False)  # not a whole first hop yet
+
+    received: dict[str, list[Audio]] = {c.rid: [] for c in cases}
+    batch_sizes = []
+    for step in range(50):
+        if step == 2:  # the late request gets its tokens while the others are mid-stream
+            requests[late.rid].add(0, late.segments[0][17:], finished=True)
+            requests[late.rid].add(1, late.segments[1], finished=True)
+            requests[whole.rid].add(1, whole.segments[1], finished=True)
+        backlog = len(batcher.ready())
+        audio, failed = batcher.step()
+        assert not failed
+        batch_sizes.append(min(backlog, 2))
+        for piece in audio:
+            received[piece.request.request_id].append(piece)
+        if not batcher.requests:
+            break
+    assert max(batch_sizes) == 2 and not batcher.requests
+
+    for case in cases:
+        pieces = received[case.rid]
+        expected = alone(models, case)
+        assert [p.seq for p in pieces] == list(range(len(expected)))
+        assert [p.final for p in pieces] == [False] * (len(expected) - 1) + [True]
+        for piece, reference in zip(pieces, expected):
+            assert piece.samples.shape == reference.shape
+            torch.testing.assert_close(piece.samples, reference, atol=1e-4, rtol=0)
+            assert len(piece.samples) % 480 == 0
+    assert len(received[early.rid]) > 3  # streamed in several chunks
+    assert len(received[whole.rid]) == 2  # one chunk per segment without streaming
+
+
+def test_a_last_segment_without_tokens_still_ends_the_stream(models) -> None:
+    case = make_case("short", 15, [30, 0], stream=True)
+    batcher = DecodeBatcher(*models, first_hop_tokens=FIRST_HOP, max_batch_size=4)
+    request = batcher.start(case.rid, 0, case.prompt, stream=True, speed=1.0, num_segments=2, seed=1)
+    request.add(0, case.segments[0], finished=True)
+    request.add(1, [], finished=True)
+    pieces = []
+    while batcher.requests:
+        audio, _ = batcher.step()
+        pieces += audio
+    assert pieces[-1].final and len(pieces[-1].samples) == 0
+    assert sum(len(p.samples) for p in pieces) > 0
+
+
+def test_a_failing_batch_fails_its_requests_only(models) -> None:
+    batcher = DecodeBatcher(*models, first_hop_tokens=FIRST_HOP, max_batch_size=1)
+    good, bad = make_case("good", 15, [12], stream=False), make_case("bad", 15, [12], stream=False)
+    bad.prompt = PromptFeatures(bad.prompt.prompt_text_ids, bad.prompt.prompt_speech_tokens,
+                                bad.prompt.prompt_mel[:, :40], bad.prompt.speaker_embedding)  # 40 mel bins
+    for case in (bad, good):
+        request = batcher.start(case.rid, 0, case.prompt, stream=False, speed=1.0, num_segments=1, seed=1)
+        request.add(0, case.segments[0], finished=True)
+    audio, failed = batcher.step()
+    assert not audio and [r.request_id for r, _ in failed] == ["bad"]
+    audio, failed = batcher.step()
+    assert [a.request.request_id for a in audio] == ["good"] and audio[0].final and not failed
+
+
+def test_pcm16_is_little_endian_int16() -> None:
+    pcm = pcm16(torch.tensor([0.0, 0.5, -1.0, 1.5]))
+    assert pcm == (0).to_bytes(2, "little", signed=True) + (16384).to_bytes(2, "little", signed=True) + (
+        -32767).to_bytes(2, "little", signed=True) + (32767).to_bytes(2, "little", signed=True)

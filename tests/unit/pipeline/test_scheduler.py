@@ -1,0 +1,208 @@
+"""Continuous batching on the demo LM: admission by budgets and interval, cancel, lengths, seeds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from a10tts.engine.llm import CosyVoice2LM, TokenBudget
+from a10tts.engine.model_dir import ModelDir
+from a10tts.engine.sampling import make_generator
+from a10tts.pipeline.scheduler import LMRequest, Scheduler, SchedulerLimits, TokenOutput
+from a10tts.pipeline.stage import RequestError
+
+PROMPT_SPEECH = 12
+
+
+@pytest.fixture(scope="module")
+def model(demo_model: ModelDir) -> CosyVoice2LM:
+    return demo_model.load("llm")
+
+
+def make_scheduler(
+    model: CosyVoice2LM, *, slots: int = 8, capacity: int = 256, max_running: int = 8, max_waiting: int = 16,
+    prefill_budget: int = 4096, interval: int = 1,
+) -> Scheduler:
+    limits = SchedulerLimits(max_running, max_waiting, prefill_budget, interval)
+    return Scheduler(model, model.new_kv_cache(num_slots=slots, capacity=capacity), limits)
+
+
+def make_request(
+    rid: str, *, seed: int | None = 0, text_tokens: int = 6, segments: int = 1, num_tokens: int | None = None,
+) -> LMRequest:
+    ids = torch.Generator().manual_seed(sum(map(ord, rid)))
+    return LMRequest(
+        request_id=rid,
+        segments=[torch.randint(0, 1000, (text_tokens,), generator=ids, dtype=torch.int32) for _ in range(segments)],
+        prompt_text=torch.randint(0, 1000, (4,), generator=ids, dtype=torch.int32),
+        prompt_speech=torch.randint(0, 6561, (PROMPT_SPEECH,), generator=ids, dtype=torch.int32),
+        generator=make_generator(seed),
+        num_tokens=num_tokens,
+    )
+
+
+def prompt_length(request: LMRequest) -> int:
+    return request.prompt_length(0)
+
+
+def run(scheduler: Scheduler, max_steps: int = 2000) -> dict[str, list[TokenOutput]]:
+    """Step until idle; every request's outputs in order. No request may fail."""
+    outputs: dict[str, list[TokenOutput]] = {}
+    for _ in range(max_steps):
+        if not scheduler.has_work:
+            return outputs
+        result = scheduler.step()
+        assert not result.failed
+        for out in result.outputs:
+            outputs.setdefault(out.request_id, []).append(out)
+    raise AssertionError("the scheduler did not finish")
+
+
+def segment_tokens(outputs: list[TokenOutput]) -> list[list[int]]:
+    segments: list[list[int]] = [[]]
+    for out in outputs:
+        segments[-1] += out.tokens
+        if out.finished and not out.done:
+            segments.append([])
+    return segments
+
+
+def test_fixed_num_tokens_and_segments_one_after_another(model: CosyVoice2LM) -> None:
+    scheduler = make_scheduler(model)
+    scheduler.add(make_request("a", segments=3, num_tokens=7))
+    outputs = run(scheduler)["a"]
+    assert [len(s) for s in segment_tokens(outputs)] == [7, 7, 7]
+    assert [o.segment for o in outputs] == [0] * 7 + [1] * 7 + [2] * 7
+    assert [(o.finished, o.done) for o in outputs if o.finished] == [(True, False), (True, False), (True, True)]
+    assert all(0 <= t < model.speech_token_size for s in segment_tokens(outputs) for t in s)
+    assert scheduler.cache.num_free == scheduler.cache.num_slots
+
+
+def test_seeded_request_gives_the_same_tokens_alone_batched_and_in_generate(model: CosyVoice2LM) -> None:
+    alone = make_scheduler(model)
+    alone.add(make_request("x", seed=42))
+    tokens_alone = segment_tokens(run(alone)["x"])[0]
+
+    reference = make_request("x", seed=42)
+    generated = list(model.generate(reference.segments[0], reference.prompt_text, reference.prompt_speech,
+                                    generator=make_generator(42)))
+    assert tokens_alone == generated
+    assert len(tokens_alone) >= 2 * 6  # the minimum of 2 speech tokens per text token held
+
+    batched = make_scheduler(model, interval=3)
+    batched.add(make_request("other", seed=1, num_tokens=40))
+    batched.step()
+    batched.step()
+    batched.add(make_request("x", seed=42))  # joins mid-decode, next to a different neighbour each step
+    batched.add(make_request("third", seed=2, text_tokens=9))
+    assert segment_tokens(run(batched)["x"])[0] == tokens_alone
+
+
+def test_unseeded_requests_differ(model: CosyVoice2LM) -> None:
+    scheduler = make_scheduler(model)
+    scheduler.add(make_request("a", seed=None, num_tokens=20))
+    scheduler.add(make_request("b", seed=None, num_tokens=20))
+    outputs = run(scheduler)
+    assert segment_tokens(outputs["a"]) != segment_tokens(outputs["b"])
+
+
+def test_admission_every_interval_steps_and_at_once_when_idle(model: CosyVoice2LM) -> None:
+    scheduler = make_scheduler(model, interval=4)
+    scheduler.add(make_request("a", num_tokens=30))
+    assert [r.request_id for r in scheduler.step().started] == ["a"]  # nothing ran: admitted at once
+    scheduler.add(make_request("b", num_tokens=30))
+    started_at = [i for i in range(1, 8) if scheduler.step().started]
+    assert started_at == [4]  # four steps after the last admission
+    assert scheduler.load()["running"] == 2
+
+
+def test_admission_bounded_by_max_running_and_kv_slots(model: CosyVoice2LM) -> None:
+    for slots, max_running in [(2, 8), (8, 2)]:
+        scheduler = make_scheduler(model, slots=slots, max_running=max_running)
+        for rid in "abcd":
+            scheduler.add(make_request(rid, num_tokens=5))
+        started = [[r.request_id for r in scheduler.step().started] for _ in range(6)]
+        # 5 tokens: a prefill and 4 decode steps; c and d start once a and b left.
+        assert started == [["a", "b"], [], [], [], [], ["c", "d"]]
+
+
+def test_admission_bounded_by_prefill_budget(model: CosyVoice2LM) -> None:
+    requests = [make_request(rid, num_tokens=5) for rid in "abc"]
+    length = prompt_length(requests[0])
+    scheduler = make_scheduler(model, prefill_budget=2 * length)
+    for request in requests:
+        scheduler.add(request)
+    assert [r.request_id for r in scheduler.step().started] == ["a", "b"]
+
+    long = make_request("long", text_tokens=80, num_tokens=5)
+    assert prompt_length(long) > 2 * length
+    alone = make_scheduler(model, prefill_budget=2 * length)
+    alone.add(long)
+    alone.add(make_request("next", num_tokens=5))
+    assert [r.request_id for r in alone.step().started] == ["long"]  # admitted, but alone
+
+
+def test_cancel_frees_the_slot_at_once(model: CosyVoice2LM) -> None:
+    scheduler = make_scheduler(model, slots=1)
+    scheduler.add(make_request("a", num_tokens=50))
+    scheduler.add(make_request("b", num_tokens=50))
+    scheduler.step()
+    scheduler.step()
+    assert scheduler.cache.num_free == 0 and scheduler.load()["kv_used_tokens"] > 0
+    assert scheduler.cancel("a").request_id == "a"
+    assert scheduler.cache.num_free == 1 and scheduler.load()["kv_used_tokens"] == 0
+    assert scheduler.cancel("a") is None
+    assert [r.request_id for r in scheduler.step().started] == ["b"]
+    assert scheduler.cancel("b") is not None and not scheduler.has_work
+
+    scheduler.add(make_request("waiting-1", num_tokens=5))
+    scheduler.add(make_request("waiting-2", num_tokens=5))
+    scheduler.step()
+    assert scheduler.cancel("waiting-2") is not None  # from the queue
+    assert list(run(scheduler)) == ["waiting-1"]
+
+
+def test_full_queue_is_refused_with_503(model: CosyVoice2LM) -> None:
+    scheduler = make_scheduler(model, slots=1, max_running=1, max_waiting=2)
+    scheduler.add(make_request("running", num_tokens=50))
+    scheduler.step()
+    scheduler.add(make_request("w1"))
+    scheduler.add(make_request("w2"))
+    with pytest.raises(RequestError) as refused:
+        scheduler.add(make_request("w3"))
+    assert refused.value.status == 503 and "busy" in refused.value.message
+    assert scheduler.load()["waiting"] == 2
+
+    idle = make_scheduler(model, max_waiting=0)
+    idle.add(make_request("a"))  # a free slot is not a queue: accepted
+
+
+def test_too_long_request_is_refused_with_400(model: CosyVoice2LM) -> None:
+    scheduler = make_scheduler(model, capacity=64)
+    fits = make_request("fits", num_tokens=64 - prompt_length(make_request("fits")))
+    scheduler.add(fits)
+    with pytest.raises(RequestError) as refused:
+        scheduler.add(make_request("long", segments=2, text_tokens=20))  # needs 40 speech tokens at least
+    assert refused.value.status == 400 and "llm.max_request_tokens is 64" in refused.value.message
+    assert len(scheduler.waiting) == 1
+    # Without a fixed length, the maximum is cut to what the slot holds.
+    capped = make_request("capped", text_tokens=10)
+    scheduler.add(capped)
+    assert capped.budgets[0].max_tokens == 64 - prompt_length(capped) < TokenBudget.for_text(10).max_tokens
+    outputs = run(scheduler)  # both fill their slot to the brim without overflowing it
+    assert len(segment_tokens(outputs["fits"])[0]) == 64 - prompt_length(fits)
+    assert len(segment_tokens(outputs["capped"])[0]) <= 64 - prompt_length(capped)
+
+
+def test_a_request_that_raises_fails_alone(model: CosyVoice2LM) -> None:
+    scheduler = make_scheduler(model)
+    broken = make_request("broken", num_tokens=5)
+    broken.segments[0][0] = 10**6  # not a text id: its prompt cannot be embedded
+    scheduler.add(make_request("good", num_tokens=5))
+    scheduler.add(broken)
+    result = scheduler.step()
+    assert [(r.request_id, "cannot build the LM prompt" in m) for r, m in result.failed] == [("broken", True)]
+    assert [out.request_id for out in result.outputs] == ["good"]
+    outputs = run(scheduler)
+    assert [len(s) for s in segment_tokens(result.outputs + outputs["good"])] == [5]
+    assert "broken" not in outputs and scheduler.cache.num_free == scheduler.cache.num_slots
