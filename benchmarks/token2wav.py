@@ -39,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prompt-tokens", type=int, default=75, help="3 s of prompt at 25 Hz")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile before capture (slow start)")
     args = parser.parse_args()
     hparams = parse_hparams(demo_yaml("full"))
     with torch.device("cuda"):
@@ -47,8 +48,10 @@ def main() -> None:
     prompt = args.prompt_tokens
     chunk = 25 + (-prompt) % 25 + 3  # first hop, alignment pad, look-ahead
     print(f"# {torch.cuda.get_device_name()}, flow fp16, HiFT fp32, prompt {prompt} tokens, first chunk {chunk} tokens")
-    print("| batch | flow eager (ms) | flow, CUDA graph (ms) | flow, compiled + graph (ms) | HiFT (ms) |")
-    print("|---|---|---|---|---|")
+    modes = [(False, False), (True, False)] + ([(True, True)] if args.compile else [])
+    names = ["flow eager (ms)", "flow, CUDA graph (ms)", "flow, compiled + graph (ms)"][: len(modes)]
+    print("| batch | " + " | ".join(names) + " | HiFT (ms) |")
+    print("|---" * (len(names) + 2) + "|")
     for batch in args.batch:
         def inputs():
             return dict(
@@ -63,7 +66,7 @@ def main() -> None:
             )
         feed = inputs()
         timings = []
-        for graphs, compile in ((False, False), (True, False), (True, True)):
+        for graphs, compile in modes:
             flow._graphs = None
             if graphs:
                 flow.enable_cuda_graphs(max_batch_size=batch, compile=compile)
