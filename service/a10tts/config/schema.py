@@ -76,6 +76,9 @@ class LLMConfig(Section):
         "auto", description='Decode attention kernel; "auto" picks Triton on CUDA, SDPA on CPU.'
     )
     cuda_graphs: bool = Field(True, description="Capture LM decode steps in CUDA graphs.")
+    torch_compile: bool = Field(
+        False, description="Fuse the decode step with torch.compile before capture (faster steps, slower start)."
+    )
     cuda_graph_max_batch_size: int = Field(
         32, ge=1, le=1024, description="Largest decode batch captured; larger ones run eagerly."
     )
@@ -89,6 +92,7 @@ class DecodeConfig(Section):
     max_batch_size: int = Field(
         8, ge=1, le=256, description="Streaming chunks one decode process batches per step."
     )
+    cuda_graphs: bool = Field(True, description="Replay the flow's Euler loop from CUDA graphs.")
     flow_tensorrt: bool = Field(
         False, description="Run the flow estimator through TensorRT (needs the tensorrt package)."
     )

@@ -96,8 +96,11 @@ def main(spec: StageSpec) -> None:
     stage = Stage(spec, spec.endpoints.decode(spec.index), DECODE_INBOX)
     device = device_of(spec)
     model_dir = ModelDir.open(spec.model_dir)
+    flow = model_dir.load("flow", device, dtype_of(config, "flow", device))
+    if device.type == "cuda" and config.decode.cuda_graphs:
+        flow.enable_cuda_graphs(max_batch_size=config.decode.max_batch_size)
     batcher = DecodeBatcher(
-        model_dir.load("flow", device, dtype_of(config, "flow", device)),
+        flow,
         model_dir.load("hift", device, torch.float32),
         first_hop_tokens=config.decode.first_hop_tokens,
         max_batch_size=config.decode.max_batch_size,

@@ -203,7 +203,8 @@ def main(spec: StageSpec) -> None:
     model = ModelDir.open(spec.model_dir).load("llm", device, dtype_of(config, "llm", device))
     cache = new_cache_for(model, config, device)
     if device.type == "cuda" and config.llm.cuda_graphs:
-        model.enable_cuda_graphs(cache, min(config.llm.cuda_graph_max_batch_size, cache.num_slots))
+        model.enable_cuda_graphs(cache, min(config.llm.cuda_graph_max_batch_size, cache.num_slots),
+                                 compile=config.llm.torch_compile)
     scheduler = Scheduler(model, cache, SchedulerLimits.from_config(config))
     num_decoders = spec.counts.get("decode", config.decode.processes)
     try:
