@@ -1,0 +1,84 @@
+"""`a10tts bench`: measure TTFA and real-time streams of a running server over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import sys
+import time
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "bench", help="load-test a running server (ours or LightTTS) over HTTP",
+        description="Closed-loop load at each concurrency: client-side time to first audio, latency, "
+                    "real-time factor per stream, stalls, aggregate audio seconds per wall second.",
+    )
+    parser.add_argument("--url", default="http://127.0.0.1:8080", help="server base URL")
+    parser.add_argument("--api", choices=("lighttts", "openai"), default="lighttts",
+                        help="lighttts: multipart /inference_zero_shot (a10tts and LightTTS); openai: /v1/audio/speech")
+    parser.add_argument("--voice", help="registered voice for --api openai")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], metavar="N")
+    parser.add_argument("--requests", type=int, default=0,
+                        help="requests per level (default: 4 x concurrency, at least 8)")
+    parser.add_argument("--warmup", type=int, default=2, help="requests sent before measuring (default 2)")
+    parser.add_argument("--lang", choices=("en", "zh", "both"), default="both")
+    parser.add_argument("--no-stream", dest="stream", action="store_false", help="non-streaming requests")
+    parser.add_argument("--num-tokens", type=int, help="a10tts only: fix the speech tokens per request "
+                        "(random-weight models never stop on their own)")
+    parser.add_argument("--label", default="a10tts", help="name of this server/profile in tables and plots")
+    parser.add_argument("--api-key", help="bearer token, if the server requires one")
+    parser.add_argument("--json", type=Path, help="write every sample and the statistics as JSON")
+    parser.add_argument("--markdown", type=Path, help="write the table as Markdown")
+    parser.add_argument("--plot", type=Path, help="write a PNG of TTFA and per-stream RTF vs concurrency "
+                        "(needs matplotlib)")
+    parser.set_defaults(func=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..bench.corpus import prompts
+    from ..bench.load import Target, run_level
+    from ..bench.report import LevelStats, markdown, write_json, write_plot
+
+    if args.api == "openai" and not args.voice:
+        print("a10tts bench: --api openai needs --voice (register one with POST /v1/voices)", file=sys.stderr)
+        return 2
+    if any(c < 1 for c in args.concurrency):
+        print("a10tts bench: --concurrency values must be >= 1", file=sys.stderr)
+        return 2
+    target = Target(args.url.rstrip("/"), args.api, args.stream, args.voice, args.num_tokens, args.api_key)
+    langs = ("en", "zh") if args.lang == "both" else (args.lang,)
+    voices = prompts()
+    levels, samples = [], []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as progress:
+        if args.warmup:
+            task = progress.add_task("warm-up", total=args.warmup)
+            warm, _ = asyncio.run(run_level(target, voices, 1, args.warmup, langs, lambda s: progress.advance(task)))
+            if not any(s.ok for s in warm):
+                progress.stop()
+                print(f"a10tts bench: warm-up failed against {target.url}: {warm[0].error}", file=sys.stderr)
+                return 1
+        for concurrency in args.concurrency:
+            count = args.requests or max(8, 4 * concurrency)
+            task = progress.add_task(f"concurrency {concurrency}", total=count)
+            level, wall = asyncio.run(run_level(target, voices, concurrency, count, langs,
+                                                lambda s: progress.advance(task)))
+            samples += level
+            levels.append(LevelStats.of(args.label, concurrency, level, wall))
+    table = markdown(levels)
+    print(table)
+    meta = {"url": target.url, "api": args.api, "stream": args.stream, "num_tokens": args.num_tokens,
+            "label": args.label, "langs": list(langs), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "client_host": platform.node()}
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+    if args.json:
+        write_json(args.json, levels, samples, meta)
+    if args.plot:
+        write_plot(args.plot, levels)
+    return 1 if all(level.errors == level.requests for level in levels) else 0

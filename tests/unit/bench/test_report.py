@@ -1,0 +1,44 @@
+"""Benchmark statistics and their outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from a10tts.bench.load import Sample
+from a10tts.bench.report import LevelStats, markdown, percentile, write_json, write_plot
+
+
+def sample(ttfa: float | None, total: float, audio: float, lag: float = 0.0, error: str | None = None) -> Sample:
+    return Sample(4, "en", 200 if error is None else 503, error, ttfa, total, audio, lag)
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([1.0, 2.0, 3.0, 4.0], 100) == 4.0
+    assert percentile(list(range(101)), 95) == pytest.approx(95.0)
+
+
+def test_level_stats_count_errors_stalls_and_throughput() -> None:
+    samples = [sample(0.1, 2.0, 4.0), sample(0.3, 3.0, 2.0, lag=0.2), sample(None, 0.5, 0.0, error="busy")]
+    stats = LevelStats.of("x", 4, samples, wall_s=3.0)
+    assert (stats.requests, stats.errors, stats.stalled_streams) == (3, 1, 1)
+    assert stats.ttfa_p50 == pytest.approx(0.2)
+    assert stats.rtf_max == pytest.approx(1.5)  # 3 s for 2 s of audio: slower than real time
+    assert stats.audio_s_per_wall_s == pytest.approx(2.0)
+    table = markdown([stats])
+    assert table.splitlines()[2].startswith("| x | 4 | 3 | 1 | 200 |")
+
+
+def test_json_and_plot_outputs(tmp_path: Path) -> None:
+    levels = [LevelStats.of("a10tts", c, [sample(0.05 * c, 1.0, 2.0)], 1.0) for c in (1, 4, 16)]
+    write_json(tmp_path / "run.json", levels, [sample(0.05, 1.0, 2.0)], {"url": "http://x"})
+    data = json.loads((tmp_path / "run.json").read_text())
+    assert [level["concurrency"] for level in data["levels"]] == [1, 4, 16]
+    assert data["samples"][0]["rtf"] == 0.5
+    write_plot(tmp_path / "plot.png", levels)
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
