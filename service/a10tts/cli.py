@@ -9,10 +9,10 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import config_cmd, model_cmd, profile_cmd, synth_cmd
+from .commands import bench_cmd, config_cmd, ctl_cmd, model_cmd, profile_cmd, serve_cmd, synth_cmd
 from .config import ConfigError
 
-COMMANDS = (config_cmd, profile_cmd, model_cmd, synth_cmd)
+COMMANDS = (serve_cmd, ctl_cmd, config_cmd, profile_cmd, model_cmd, synth_cmd, bench_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

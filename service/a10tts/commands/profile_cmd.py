@@ -78,11 +78,11 @@ def _use(args: argparse.Namespace) -> int:
 
 
 def _reload_service(dirs: Dirs) -> int:
-    socket = dirs.admin_socket
-    if not socket.exists():
-        print(f"no a10tts service is running here (no admin socket at {socket}); "
+    from .ctl_cmd import reload_service
+
+    if not dirs.admin_socket.exists():
+        print(f"no a10tts service is running here (no admin socket at {dirs.admin_socket}); "
               "the profile applies when the service starts")
         return 0
-    print(f"an admin socket exists at {socket}, but this version cannot ask the service to reload; "
-          "run `systemctl reload a10tts`")
-    return 0
+    print("reloading the running service:")
+    return reload_service(dirs.admin_socket, {"cmd": "reload", "wait": True})
