@@ -1,0 +1,1 @@
+"""The UI layer: one panel per source, and the dialogs."""
