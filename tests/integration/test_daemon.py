@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from a10tts.daemon.admin import request as admin_request
+from a10tts.admin_client import AdminClient
 from a10tts.daemon.warmup import prompt_wav
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ class Service:
                 "--runtime-dir", str(self.runtime_dir)]
 
     def status(self) -> dict:
-        return next(admin_request(self.runtime_dir / "admin.sock", {"cmd": "status"}, timeout_s=10))["status"]
+        return next(AdminClient(self.runtime_dir / "admin.sock", timeout_s=10).request({"cmd": "status"}))["status"]
 
     def stream(self, text: str = "Hello from the test.", timeout: float = 60) -> tuple[int, bytes]:
         files = {"prompt_wav": ("prompt.wav", self.prompt, "audio/wav")}
@@ -252,7 +252,7 @@ def test_profile_use_reloads_with_new_worker_counts(service: Service) -> None:
     mark = len(service.notify.messages)
     result = a10tts("profile", "use", "low-latency", *service.dir_args, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "restarting the workers" in result.stdout and "reloaded; profile 'low-latency' is active" in result.stdout
+    assert "restarting the workers" in result.stdout and "the service runs profile 'low-latency'" in result.stdout
     reloading = service.notify.wait_for("RELOADING", after=mark)
     assert int(service.notify.messages[reloading]["MONOTONIC_USEC"]) > 0
     assert service.notify.wait_for("READY", after=reloading) > reloading

@@ -5,7 +5,8 @@ loopback and cgroup root (it mounts the cgroup hierarchies itself, so the servic
 stays accounted to the test's cgroup), but the filesystem underneath is the host's: an
 unguarded boot runs systemd-tmpfiles (`--remove` empties /tmp), sysctl, modules-load, binfmt,
 remount-fs... on the host. So before `exec systemd` the boot script
-- mounts tmpfs on /run, /tmp, /var/tmp and lays overlays (tmpfs upper) on /etc, /var and
+- mounts tmpfs on /run, /tmp, /var/tmp (binding back the checkout, its venv and the test's
+  files when they live there) and lays overlays (tmpfs upper) on /etc, /var and
   /usr/bin: users, unit state, journals and the `/usr/bin/a10tts` wrapper stay in memory;
 - masks every unit of sysinit.target and timers.target except journald's.
 Killing PID 1 ends everything in it; nothing of it outlives the test (cgroups aside).
@@ -17,8 +18,11 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 KEEP_UNITS = ("systemd-journald",)  # journald and its sockets: `journalctl` needs them
 ALSO_MASKED = ("systemd-remount-fs.service", "proc-sys-fs-binfmt_misc.automount")
@@ -26,8 +30,13 @@ ALSO_MASKED = ("systemd-remount-fs.service", "proc-sys-fs-binfmt_misc.automount"
 BOOT_SCRIPT = r"""
 set -eu
 mount -t tmpfs -o mode=0755 tmpfs /run
+# Paths the tests need that live under /tmp or /var/tmp (a checkout or CI clone there, its
+# .venv, the test's own temporary files) are carried through the fresh tmpfs by bind mounts.
+keep_under_tmp() { for keep in $KEEP; do case "$keep" in /tmp/*|/var/tmp/*) echo "$keep";; esac; done; }
+i=0; for keep in $(keep_under_tmp); do mkdir -p /run/.keep/$i; mount --bind "$keep" /run/.keep/$i; i=$((i+1)); done
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+i=0; for keep in $(keep_under_tmp); do mkdir -p "$keep"; mount --bind /run/.keep/$i "$keep"; i=$((i+1)); done
 if mountpoint -q /sys/fs/cgroup; then umount -R /sys/fs/cgroup; fi
 mkdir -p /run/.boot
 mount -t tmpfs -o mode=0700 tmpfs /run/.boot
@@ -57,7 +66,8 @@ def units_to_mask() -> list[str]:
 class BootedSystemd:
     def __init__(self, setup: str, log: Path, env: dict[str, str] | None = None):
         """`setup`: shell commands run inside the namespaces before systemd starts (with `env`)."""
-        env = dict(os.environ, **(env or {}), MASK=" ".join(units_to_mask()), SETUP=setup)
+        keep = {str(REPO), sys.prefix, str(log.parent.resolve())}
+        env = dict(os.environ, **(env or {}), MASK=" ".join(units_to_mask()), SETUP=setup, KEEP=" ".join(sorted(keep)))
         with log.open("w") as out:
             self._unshare = subprocess.Popen(
                 ["unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", "--net", "--cgroup", "--mount-proc",

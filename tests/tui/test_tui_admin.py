@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from a10tts_tui.sources.admin import (
+from a10tts.admin_client import (
     AdminClient,
     AdminError,
     AdminRefused,
@@ -81,7 +81,7 @@ def test_permission_denied_tells_to_join_the_admin_group(tmp_path):
     """A real EACCES: a socket only root may use, and a client that is not root (root drops to nobody)."""
     path = tmp_path / "admin.sock"
     code = ("import os, sys; sys.path[:0] = sys.argv[1:3]\n"
-            "from a10tts_tui.sources.admin import AdminClient\n"
+            "from a10tts.admin_client import AdminClient\n"
             "if os.geteuid() == 0:\n    os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
             "try:\n    list(AdminClient(sys.argv[3]).reload())\n"
             "except Exception as exc:\n    print(type(exc).__name__, exc)\n")

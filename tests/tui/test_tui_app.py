@@ -10,7 +10,7 @@ import pytest
 
 from a10tts_tui.app import A10ttsApp
 from a10tts_tui.sources import Sources
-from a10tts_tui.sources.admin import AdminClient
+from a10tts.admin_client import AdminClient
 from a10tts_tui.sources.nvml import NvmlSource, NvmlState
 from a10tts_tui.sources.server import ServerClient
 from a10tts_tui.sources.systemd import systemd_unavailable

@@ -28,6 +28,7 @@ asyncio.run(run())
 loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "a10tts.engine")))
 print("LOADED", loaded)
 print("SOURCES", sorted(m for m in sys.modules if m.startswith("a10tts_tui.sources.")))
+print("SHARED", sorted(m for m in sys.modules if m in ("a10tts.admin_client", "a10tts.profile_switch")))
 """
 
 
@@ -36,5 +37,6 @@ def test_no_torch_and_no_engine_in_a_running_dashboard(tmp_path, config_dir):
                           timeout=60, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert "LOADED []" in done.stdout, done.stdout
-    for source in ("admin", "nvml", "ports", "profiles", "server", "systemd"):
+    for source in ("nvml", "ports", "server", "systemd"):
         assert f"'a10tts_tui.sources.{source}'" in done.stdout  # the check covered every source
+    assert "SHARED ['a10tts.admin_client', 'a10tts.profile_switch']" in done.stdout

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from a10tts_tui.sources.admin import AdminClient
-from a10tts_tui.sources.profiles import ProfileStore
+from a10tts.admin_client import AdminClient
+from a10tts.profile_switch import ProfileStore
 
 from tui_fakes import RELOAD_OK, admin_server
 

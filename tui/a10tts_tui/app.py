@@ -23,7 +23,7 @@ from .sources import Sources
 from .sources.nvml import GpuSnapshot
 from .sources.ports import PortSnapshot
 from .sources.processes import service_pids
-from .sources.profiles import ProfilesSnapshot, SwitchStep
+from a10tts.profile_switch import ProfilesSnapshot, SwitchStep
 from .sources.server import ProbeResult, ServerSnapshot
 from .sources.systemd import UnitSnapshot
 from .widgets.dialogs import ConfirmSwitch, SwitchProgress, TextDialog, changes_text

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 from fastapi import FastAPI
 
+from ..logs import setup_logging
 from ..pipeline.spec import StageSpec
 from ..voices import VoiceRegistry
 from .app import create_app
@@ -37,15 +37,8 @@ class WorkerServer(uvicorn.Server):
         yield
 
 
-def setup_logging(spec: StageSpec) -> None:
-    logging.basicConfig(
-        level=spec.config.logging.level.upper(),
-        format=f"%(asctime)s {spec.name}[%(process)d] %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def main(spec: StageSpec) -> None:
-    setup_logging(spec)
+    setup_logging(spec.config.logging.level, spec.config.logging.format, spec.name)
     config = spec.config
     bridge = PipelineBridge(spec.endpoints, spec.index, spec.counts.get("encode", config.encode.processes))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Dirs
-from ..daemon.admin import AdminClientError, request
+from ..admin_client import AdminClient, AdminError, AdminRefused, progress_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,8 +71,8 @@ def describe(status: dict[str, Any]) -> list[str]:
 
 def _status(args: argparse.Namespace) -> int:
     try:
-        answer = next(request(_socket(args), {"cmd": "status"}, timeout_s=10))
-    except AdminClientError as exc:
+        answer = next(AdminClient(_socket(args), timeout_s=10).request({"cmd": "status"}))
+    except AdminError as exc:
         return _fail(str(exc))
     if args.json:
         print(json.dumps(answer["status"], indent=2))
@@ -81,26 +81,20 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-_EVENTS = {"validating": "validating the configuration", "draining": "draining running requests",
-           "restarting": "restarting the workers", "rolling back": "rolling back to the previous configuration",
-           "ready": "ready", "accepted": "reload requested (not waiting for it)"}
-
-
 def reload_service(admin_socket: Path, message: dict[str, Any]) -> int:
     """Send a reload (or profile) request and print its progress; exit status 0 only when applied."""
     try:
-        for answer in request(admin_socket, message):
-            if not answer.get("ok"):
-                return _fail("reload refused: " + answer.get("error", "unknown error"))
+        for answer in AdminClient(admin_socket).request(message):
             if "event" in answer:
-                detail = answer.get("status") or (f"{answer['in_flight']} in flight" if "in_flight" in answer else "")
-                print(f"{_EVENTS.get(answer['event'], answer['event'])}" + (f": {detail}" if detail else ""))
+                print(progress_text(answer))
             if answer.get("done"):
                 if answer.get("restarted") is False:
                     print(f"no setting changed; profile '{answer['profile']}' is active")
                 elif "profile" in answer:
                     print(f"reloaded; profile '{answer['profile']}' is active")
-    except AdminClientError as exc:
+    except AdminRefused as exc:
+        return _fail(f"reload refused: {exc}")
+    except AdminError as exc:
         return _fail(str(exc))
     return 0
 
@@ -111,8 +105,8 @@ def _reload(args: argparse.Namespace) -> int:
 
 def _drain(args: argparse.Namespace) -> int:
     try:
-        answer = next(request(_socket(args), {"cmd": "drain"}))
-    except AdminClientError as exc:
+        answer = next(AdminClient(_socket(args)).request({"cmd": "drain"}))
+    except AdminError as exc:
         return _fail(str(exc))
     if not answer.get("drained"):
         return _fail(f"still {answer.get('in_flight')} request(s) in flight; new requests get 503")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
+from ..admin_client import AdminClient
 from ..config import ConfigError, Dirs, load_config
 from ..config.loader import available_profiles, flatten
-from ..config.profiles import activate, profile_settings
+from ..config.profiles import profile_settings
+from ..profile_switch import ProfileStore
 from .common import add_dir_options, dirs_from
 
 
@@ -30,14 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     use.set_defaults(func=_use)
 
 
-def _description(dirs: Dirs, name: str) -> str:
-    # The first comment line of a profile file is its one-line description.
-    for line in (dirs.profiles / f"{name}.toml").read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-    return ""
-
-
 def _active(dirs: Dirs) -> str | None:
     try:
         return load_config(dirs).profile
@@ -56,7 +51,7 @@ def _list(args: argparse.Namespace) -> int:
     width = max(map(len, names))
     for name in names:
         mark = "*" if name == active else " "
-        print(f"{mark} {name:<{width}}  {_description(dirs, name)}")
+        print(f"{mark} {name:<{width}}  {ProfileStore(dirs).description(name)}")
     return 0
 
 
@@ -66,23 +61,26 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+# Exit status of `profile use` per switching outcome.
+_EXIT = {"ready": 0, "not_running": 0, "denied": 1, "failed": 1, "refused": 1}
+
+
 def _use(args: argparse.Namespace) -> int:
     dirs = dirs_from(args)
-    loaded, changes = activate(dirs, args.name)
-    print(f"profile '{args.name}' is now active ({dirs.active_profile_file})")
-    for change in changes:
-        print(f"  {change.key}: {json.dumps(change.old)} -> {json.dumps(change.new)}")
-    if not changes:
-        print("  (no setting changes)")
-    return _reload_service(dirs)
-
-
-def _reload_service(dirs: Dirs) -> int:
-    from .ctl_cmd import reload_service
-
-    if not dirs.admin_socket.exists():
-        print(f"no a10tts service is running here (no admin socket at {dirs.admin_socket}); "
-              "the profile applies when the service starts")
-        return 0
-    print("reloading the running service:")
-    return reload_service(dirs.admin_socket, {"cmd": "reload", "wait": True})
+    recorded = False
+    for step in ProfileStore(dirs).switch(args.name, AdminClient(dirs.admin_socket)):
+        if step.kind == "recorded":
+            print(step.message)
+            for change in step.changes:
+                print(f"  {change.key}: {json.dumps(change.old)} -> {json.dumps(change.new)}")
+            if not step.changes:
+                print("  (no setting changes)")
+        elif step.kind == "progress":
+            print(f"  {step.message}")
+        else:
+            stream = sys.stdout if _EXIT[step.kind] == 0 else sys.stderr
+            print(step.message, file=stream)
+            invalid = step.kind == "refused" and not recorded  # refused before anything was recorded
+            return ConfigError.exit_code if invalid else _EXIT[step.kind]
+        recorded = recorded or step.kind == "recorded"
+    return 0

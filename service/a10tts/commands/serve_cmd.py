@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
-import os
 import sys
 
 from ..config import ConfigError, Dirs
+from ..logs import setup_logging
 from .common import add_dir_options, add_override_option, dirs_from
 
 
@@ -24,26 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_serve)
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": record.created, "level": record.levelname.lower(), "logger": record.name,
-                 "message": record.getMessage()}
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def _setup_logging(level: str = "info", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        # journald stamps every line itself; a terminal needs the time.
-        stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
-        handler.setFormatter(logging.Formatter(stamp + "%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-
-
 def _serve(args: argparse.Namespace) -> int:
     # Imported here: the rest of the CLI stays light.
     from ..daemon.options import ModelMissing, ServeOptions
@@ -51,7 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ..daemon.supervisor import Supervisor
 
     notifier = Notifier.from_environment()  # also hides NOTIFY_SOCKET from every child
-    _setup_logging()
+    setup_logging()
     overrides = list(args.overrides) + ([f"server.port={args.port}"] if args.port is not None else [])
     # Absolute: children and the status document should not depend on the working directory.
     dirs = dirs_from(args)
@@ -66,5 +44,5 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"a10tts: {exc}", file=sys.stderr)
         notifier.status("no model directory: see the log")
         return exc.exit_code
-    _setup_logging(loaded.config.logging.level, loaded.config.logging.format)
+    setup_logging(loaded.config.logging.level, loaded.config.logging.format)
     return asyncio.run(Supervisor(options, loaded, notifier).run())

@@ -13,13 +13,14 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..admin_client import ADMIN_GROUP
+
 log = logging.getLogger(__name__)
 
-ADMIN_GROUP = "a10tts-admin"
 MAX_LINE = 64 * 1024
 
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
@@ -124,35 +125,3 @@ class AdminServer:
 
 async def _ignore(_: dict[str, Any]) -> None:
     return None
-
-
-# -- client ---------------------------------------------------------------------------------
-
-
-class AdminClientError(Exception):
-    """Cannot talk to the service; the message says why and what to do."""
-
-
-def request(path: Path, message: dict[str, Any], timeout_s: float | None = None) -> Iterator[dict[str, Any]]:
-    """Send one request; yield every answer line up to the last one (`"done": true`)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout_s)
-    try:
-        sock.connect(str(path))
-    except FileNotFoundError:
-        raise AdminClientError(f"no a10tts service is running here (no admin socket at {path})") from None
-    except ConnectionRefusedError:
-        raise AdminClientError(f"the a10tts service is not answering on {path} (stopped?)") from None
-    except PermissionError:
-        raise AdminClientError(
-            f"permission denied on {path}: join the admin group with "
-            f"`sudo usermod -aG {ADMIN_GROUP} $USER` and log in again (or use sudo)") from None
-    with sock, sock.makefile("rwb") as stream:
-        stream.write(json.dumps(message).encode() + b"\n")
-        stream.flush()
-        while line := stream.readline():
-            answer = json.loads(line)
-            yield answer
-            if answer.get("done"):
-                return
-    raise AdminClientError(f"the service closed {path} before answering (stopping?)")

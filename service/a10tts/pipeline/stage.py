@@ -22,6 +22,7 @@ import zmq
 from a10tts.config import Config
 from a10tts.engine.cosyvoice2 import resolve_device
 
+from .. import logs
 from .messages import Heartbeat, RequestFailed, StageReady
 from .spec import StageSpec
 from .transport import Inbox, Outbox
@@ -73,10 +74,7 @@ class Wakeup:
 
 
 def setup_logging(spec: StageSpec) -> None:
-    logging.basicConfig(
-        level=spec.config.logging.level.upper(),
-        format=f"%(asctime)s {spec.name}[%(process)d] %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup_logging(spec.config.logging.level, spec.config.logging.format, spec.name)
 
 
 def device_of(spec: StageSpec) -> torch.device:

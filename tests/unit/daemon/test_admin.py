@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from a10tts.commands.ctl_cmd import describe, reload_service
-from a10tts.daemon.admin import AdminClientError, AdminServer, Progress, request
+from a10tts.admin_client import AdminClient, AdminRefused, ServiceNotRunning
+from a10tts.daemon.admin import AdminServer, Progress
 
 
 class FakeService:
@@ -60,12 +61,12 @@ def test_socket_is_group_only(served) -> None:
 
 def test_status(served) -> None:
     path, _ = served
-    assert list(request(path, {"cmd": "status"})) == [{"ok": True, "done": True, "status": {"state": "ready"}}]
+    assert list(AdminClient(path).request({"cmd": "status"})) == [{"ok": True, "done": True, "status": {"state": "ready"}}]
 
 
 def test_reload_streams_progress_then_done(served) -> None:
     path, service = served
-    answers = list(request(path, {"cmd": "profile", "name": "throughput"}))
+    answers = list(AdminClient(path).request({"cmd": "profile", "name": "throughput"}))
     assert [a.get("event") for a in answers] == ["validating", "draining", "restarting", "ready", None]
     assert answers[-1] == {"ok": True, "restarted": True, "profile": "throughput", "done": True}
     assert service.reloads == ["throughput"]
@@ -94,8 +95,14 @@ def test_bad_requests_get_an_error_line(served, line: bytes, error: str) -> None
 
 
 def test_no_service_says_so(tmp_path: Path) -> None:
-    with pytest.raises(AdminClientError, match="no a10tts service is running here"):
-        next(request(tmp_path / "admin.sock", {"cmd": "status"}))
+    with pytest.raises(ServiceNotRunning, match="no a10tts service is running here"):
+        next(AdminClient(tmp_path / "admin.sock").request({"cmd": "status"}))
+
+
+def test_a_refusal_raises_with_the_services_message(served) -> None:
+    path, _ = served
+    with pytest.raises(AdminRefused, match="invalid configuration"):
+        list(AdminClient(path).request({"cmd": "profile", "name": "broken"}))
 
 
 def test_describe_renders_the_status_document() -> None:

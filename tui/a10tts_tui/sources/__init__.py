@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..options import Options
-from .admin import AdminClient
+from a10tts.admin_client import AdminClient
 from .nvml import NvmlSource
 from .ports import PortWatcher
-from .profiles import ProfileStore
+from a10tts.profile_switch import ProfileStore
 from .server import ServerClient
 from .systemd import JournalTail, SystemdUnit
 

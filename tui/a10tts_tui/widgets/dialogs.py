@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from .. import format as fmt
-from ..sources.profiles import Change, SwitchStep
+from a10tts.profile_switch import Change, SwitchStep
 from ..sources.server import ProbeResult
 
 STEP_STYLES = {"recorded": "green", "progress": "", "ready": "bold green", "not_running": "bold yellow",

@@ -7,7 +7,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from ..sources.profiles import ProfilesSnapshot
+from a10tts.profile_switch import ProfilesSnapshot
 
 MAX_KEYS = 9  # profiles beyond the ninth are listed without a key
 

@@ -10,7 +10,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from .. import format as fmt
-from ..sources.profiles import ProfilesSnapshot
+from a10tts.profile_switch import ProfilesSnapshot
 from ..sources.server import ServerSnapshot
 from ..sources.systemd import UnitSnapshot
 

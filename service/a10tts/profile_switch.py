@@ -1,7 +1,8 @@
-"""Tuning profiles through a10tts.config: the list, the active one, differences, switching.
+"""Profile switching for `a10tts profile use` and the dashboard: one path for both.
 
-Switching is the path of `a10tts profile use NAME`: validate and record the profile with
-a10tts.config.profiles.activate, then ask a running service to reload over the admin socket.
+Validate and record the profile (a10tts.config.profiles.activate), then ask a running service
+to reload over the admin socket; if the service refuses, record the previous choice again, so
+that what runs and what a restart would load stay the same. Torch-free.
 """
 
 from __future__ import annotations
@@ -9,11 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from a10tts.config import ConfigError, Dirs, load_config
-from a10tts.config.loader import available_profiles
-from a10tts.config.profiles import Change, activate, diff, write_atomically
-
-from .admin import AdminClient, AdminError, AdminPermissionDenied, AdminRefused, ServiceNotRunning
+from .admin_client import (
+    AdminClient,
+    AdminError,
+    AdminPermissionDenied,
+    AdminRefused,
+    ServiceNotRunning,
+    progress_text,
+)
+from .config import ConfigError, Dirs, load_config
+from .config.loader import available_profiles
+from .config.profiles import Change, activate, diff, write_atomically
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ def _reload(name: str, admin: AdminClient) -> Iterator[SwitchStep]:
     try:
         for answer in admin.reload():
             if answer.get("event"):
-                yield SwitchStep("progress", _progress(answer))
+                yield SwitchStep("progress", progress_text(answer))
             if answer.get("done"):
                 unchanged = "no setting changed; " if answer.get("restarted") is False else ""
                 running = answer.get("profile") or name
@@ -121,19 +128,3 @@ def _reload(name: str, admin: AdminClient) -> Iterator[SwitchStep]:
         yield SwitchStep("failed", str(exc))
         return
     yield SwitchStep("failed", "the service stopped answering before it was ready again")
-
-
-EVENTS = {"validating": "validating the configuration", "draining": "draining running requests",
-          "restarting": "restarting the workers",
-          "rolling back": "rolling back to the previous configuration", "ready": "ready"}
-
-
-def _progress(answer: dict) -> str:
-    """`draining running requests (2 in flight)` from one progress line of the admin socket."""
-    event = str(answer["event"])
-    details = []
-    if "in_flight" in answer:
-        details.append(f"{answer['in_flight']} in flight")
-    if answer.get("status"):
-        details.append(str(answer["status"]))
-    return EVENTS.get(event, event) + (f" ({'; '.join(details)})" if details else "")

@@ -1,5 +1,7 @@
 """Client side of the admin socket (docs/dev/service-contracts.md, "Admin socket").
 
+Used by `a10tts ctl`, `a10tts profile use` and the dashboard; torch-free.
+
 One JSON object per line each way. A command's answer is either one line, or progress lines
 (`"event": ...`) ending with a line that has `"done": true`. Every failure is an AdminError
 whose message tells the operator what happened and what to do.
@@ -99,3 +101,19 @@ def _parse(line: bytes) -> dict[str, Any]:
     if not isinstance(answer, dict):
         raise AdminError(f"the admin socket answered something that is not a JSON object: {line[:200]!r}")
     return answer
+
+
+EVENTS = {"validating": "validating the configuration", "draining": "draining running requests",
+          "restarting": "restarting the workers",
+          "rolling back": "rolling back to the previous configuration", "ready": "ready", "accepted": "reload requested (not waiting for it)"}
+
+
+def progress_text(answer: dict[str, Any]) -> str:
+    """`draining running requests (2 in flight)` from one progress line of the admin socket."""
+    event = str(answer["event"])
+    details = []
+    if "in_flight" in answer:
+        details.append(f"{answer['in_flight']} in flight")
+    if answer.get("status"):
+        details.append(str(answer["status"]))
+    return EVENTS.get(event, event) + (f" ({'; '.join(details)})" if details else "")
