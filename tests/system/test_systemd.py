@@ -1,9 +1,9 @@
 """The shipped systemd units under a real systemd 252 (PID 1 of private namespaces, see booted.py).
 
 The unit runs unmodified except for a drop-in: `serve --demo` (the tiny CPU model), a short
-WatchdogSec and RestartSec for speed, and ProtectHome=tmpfs + BindReadOnlyPaths= of the Python
-installation when it lives under /root or /home (a developer's venv; the .deb installs under
-/usr). `/usr/bin/a10tts` is a wrapper around this checkout's venv, in the namespace only.
+WatchdogSec and RestartSec for speed, and, when this checkout or its Python lives under /root,
+/home or /tmp (a developer's or CI's clone; the .deb installs under /opt and /usr), what makes
+them visible to the sandboxed service: ProtectHome=tmpfs + BindReadOnlyPaths=, PrivateTmp=no. `/usr/bin/a10tts` is a wrapper around this checkout's venv, in the namespace only.
 One booted systemd is shared by the module; tests run in order.
 """
 
@@ -33,10 +33,15 @@ MAX_EXPOSURE = 5.0  # `systemd-analyze security`: below 5 is "OK"; docs/operatio
 
 
 def _drop_in() -> str:
+    """Test-only concessions so the sandboxed unit can see this checkout, its venv and Python
+    wherever they live (the .deb installs under /opt and /usr, where none of this applies)."""
     lines = ["[Service]", "ExecStart=", "ExecStart=/usr/bin/a10tts serve --demo", "WatchdogSec=3", "RestartSec=1"]
-    python_home = Path(sys.base_prefix).resolve()
-    if python_home.is_relative_to("/root") or python_home.is_relative_to("/home"):
-        lines += ["ProtectHome=tmpfs", f"BindReadOnlyPaths={python_home}"]
+    needed = {Path(sys.base_prefix).resolve(), REPO}
+    in_home = sorted(str(p) for p in needed if p.is_relative_to("/root") or p.is_relative_to("/home"))
+    if in_home:
+        lines += ["ProtectHome=tmpfs", *(f"BindReadOnlyPaths={path}" for path in in_home)]
+    if any(p.is_relative_to("/tmp") or p.is_relative_to("/var/tmp") for p in needed):
+        lines += ["PrivateTmp=no"]  # a private /tmp would hide a checkout (e.g. a CI clone) there
     return "\n".join(lines) + "\n"
 
 
