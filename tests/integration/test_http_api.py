@@ -309,5 +309,8 @@ def test_metrics_have_the_ttfa_histogram_after_requests(service: Service) -> Non
     assert 'a10tts_requests_total{status="200"}' in text
     assert 'a10tts_requests_total{status="422"}' in text
     assert "a10tts_real_time_factor_bucket" in text
+    # recorded by the LM worker at admission, merged through the multiprocess directory
+    queued = next(line for line in text.splitlines() if line.startswith("a10tts_queue_time_seconds_count"))
+    assert float(queued.split()[-1]) >= CONCURRENT_CLIENTS
     status = httpx.get(f"{service.url}/v1/status").json()
     assert status["ready"] is True and status["profile"] == "test"

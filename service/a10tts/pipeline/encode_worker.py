@@ -75,6 +75,7 @@ class RequestEncoder:
             speed=request.speed,
             seed=request.seed,
             num_tokens=request.num_tokens,
+            arrival=request.arrival,
         )
         return message, encoded_tensors(segments)
 

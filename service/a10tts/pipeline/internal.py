@@ -36,6 +36,7 @@ class EncodedRequest(msgspec.Struct, tag="encoded", frozen=True):
     speed: float
     seed: int | None
     num_tokens: int | None
+    arrival: float = 0.0  # time.time() at the HTTP worker: the LM measures the queue time
 
 
 class DecodeStart(msgspec.Struct, tag="decode_start", frozen=True):

@@ -10,11 +10,13 @@ request's HTTP worker; a failed or cancelled request is also cancelled at its de
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
 
+from a10tts.api.metrics import QUEUE_TIME
 from a10tts.config import Config
 from a10tts.engine.kv_cache import KVCache
 from a10tts.engine.llm import CosyVoice2LM
@@ -153,6 +155,8 @@ class LLMWorker:
             self._fail(self.routes[request.request_id], 500, message)
         for request in result.started:
             route = self.routes.get(request.request_id)
+            if route is not None and route.message.arrival:
+                QUEUE_TIME.observe(max(0.0, time.time() - route.message.arrival))
             if route is not None and not self._start(route):
                 self.scheduler.cancel(request.request_id)
                 self._fail(route, 503, "the decode stage is not taking requests")

@@ -135,6 +135,9 @@ class Stage:
         """Send a heartbeat if one is due; call this from every turn of the main loop."""
         now = time.monotonic()
         if now >= self._next_heartbeat:
+            if torch.cuda.is_initialized():
+                load = {**load, "gpu_memory_allocated_bytes": float(torch.cuda.memory_allocated()),
+                        "gpu_memory_reserved_bytes": float(torch.cuda.memory_reserved())}
             self.outbox.send(self.endpoints.supervisor, Heartbeat(self.spec.stage, self.spec.index, os.getpid(), load))
             self._next_heartbeat = now + HEARTBEAT_INTERVAL_S
 
