@@ -93,6 +93,9 @@ class DecodeConfig(Section):
         8, ge=1, le=256, description="Streaming chunks one decode process batches per step."
     )
     cuda_graphs: bool = Field(True, description="Replay the flow's Euler loop from CUDA graphs.")
+    torch_compile: bool = Field(
+        False, description="Fuse the flow estimator with torch.compile before capture (slower start)."
+    )
     flow_tensorrt: bool = Field(
         False, description="Run the flow estimator through TensorRT (needs the tensorrt package)."
     )

@@ -89,7 +89,9 @@ class FlowGraphs:
                  n_timesteps: int = 10, compile: bool = False):
         self.cfm, self.frame_step, self.n_timesteps = cfm, frame_step, n_timesteps
         self.batch_buckets = [b for b in _FLOW_BATCH_BUCKETS if b < max_batch_size] + [max_batch_size]
-        self._solve = torch.compile(cfm, dynamic=False) if compile else cfm
+        if compile:  # fuse the estimator's kernels; the 10-step loop around it stays eager Python
+            cfm.estimator.forward = torch.compile(cfm.estimator.forward, dynamic=False)
+        self._solve = cfm
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, tuple[Tensor, ...], Tensor]] = {}
         self._pool = None
 

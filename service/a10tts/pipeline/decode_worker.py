@@ -98,7 +98,7 @@ def main(spec: StageSpec) -> None:
     model_dir = ModelDir.open(spec.model_dir)
     flow = model_dir.load("flow", device, dtype_of(config, "flow", device))
     if device.type == "cuda" and config.decode.cuda_graphs:
-        flow.enable_cuda_graphs(max_batch_size=config.decode.max_batch_size)
+        flow.enable_cuda_graphs(max_batch_size=config.decode.max_batch_size, compile=config.decode.torch_compile)
     batcher = DecodeBatcher(
         flow,
         model_dir.load("hift", device, torch.float32),
