@@ -8,9 +8,9 @@ CUDA-event timings). Run on the GPU machine: `python benchmarks/lm_decode.py`.
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
+from timing import median_ms
 
 from a10tts.engine import kv_cache
 from a10tts.engine.demo import demo_qwen_config, demo_yaml
@@ -24,20 +24,6 @@ def build(dtype: torch.dtype) -> CosyVoice2LM:
     with torch.device("cuda"):
         lm = CosyVoice2LM.from_hparams(args, qwen_config=demo_qwen_config("full"))
     return lm.to(dtype).eval()
-
-
-def time_steps(step, repeats: int = 30) -> float:
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 @torch.inference_mode()
@@ -67,7 +53,7 @@ def main() -> None:
             if mode in ("graph", "compiled"):
                 lm.enable_cuda_graphs(cache, max_batch_size=batch, compile=mode == "compiled")
             try:
-                rows.append(time_steps(lambda: lm.decode_step(cache, slots, tokens)))
+                rows.append(median_ms(lambda: lm.decode_step(cache, slots, tokens), repeats=30))
             finally:
                 kv_cache.decode_attention = original
                 lm._graphs = None

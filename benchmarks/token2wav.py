@@ -10,28 +10,14 @@ through CUDA graphs of the Euler loop, and compiled before capture. Run on the G
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
+from timing import median_ms
 
 from a10tts.engine.demo import demo_yaml
 from a10tts.engine.flow import FlowModel
 from a10tts.engine.hift import HiFTGenerator
 from a10tts.engine.hparams import parse_hparams
-
-
-def median_ms(fn, repeats: int = 10) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 @torch.inference_mode()
