@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 
 import torch
-from timing import median_ms
 
 from a10tts.engine import kv_cache
 from a10tts.engine.demo import demo_qwen_config, demo_yaml
 from a10tts.engine.hparams import parse_hparams
 from a10tts.engine.kernels.decode_attention import decode_attention_reference
 from a10tts.engine.llm import CosyVoice2LM
+from timing import median_ms  # benchmarks/timing.py, beside this script
 
 
 def build(dtype: torch.dtype) -> CosyVoice2LM:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 
 import torch
-from timing import median_ms
 
 from a10tts.engine.demo import demo_yaml
 from a10tts.engine.flow import FlowModel
 from a10tts.engine.hift import HiFTGenerator
 from a10tts.engine.hparams import parse_hparams
+from timing import median_ms  # benchmarks/timing.py, beside this script
 
 
 @torch.inference_mode()
