@@ -1,4 +1,4 @@
-"""`a10tts model verify|init-demo`."""
+"""`a10tts model verify|init-demo|export-onnx`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("model", help="check a model directory or create a demo model")
+    parser = sub.add_parser("model", help="check a model directory, create a demo model, export ONNX")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     verify = actions.add_parser("verify", help="check files, sizes, keys and shapes; explain what is wrong")
@@ -20,6 +20,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="tiny: runs on a laptop CPU; full: CosyVoice2-0.5B's real sizes, for GPU timing")
     demo.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
     demo.set_defaults(func=_init_demo)
+
+    export = actions.add_parser(
+        "export-onnx", help="export the flow estimator to ONNX (upstream's flow.decoder.estimator.fp32.onnx)")
+    export.add_argument("dir", help="model directory (the official CosyVoice2-0.5B layout)")
+    export.add_argument("-o", "--output", metavar="PATH",
+                        help="file or existing directory to write (default: DIR/flow.decoder.estimator.fp32.onnx)")
+    export.add_argument("--streaming-input", action="store_true",
+                        help="add a 'streaming' [batch] bool input selecting chunked attention per row "
+                             "(upstream's file has none: full attention)")
+    export.set_defaults(func=_export_onnx)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -42,4 +52,16 @@ def _init_demo(args: argparse.Namespace) -> int:
         print(f"a10tts model init-demo: {exc}", file=sys.stderr)
         return 1
     print(f"wrote a {args.size} demo model to {path} (random weights: its audio is noise)")
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from ..engine.flow.export import export_model_dir
+
+    try:
+        path = export_model_dir(args.dir, args.output, streaming_input=args.streaming_input)
+    except (OSError, ValueError) as exc:  # ModelDirError is a ValueError
+        print(f"a10tts model export-onnx: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote the flow estimator of {args.dir} to {path}")
     return 0

@@ -97,7 +97,9 @@ class DecodeConfig(Section):
         False, description="Fuse the flow estimator with torch.compile before capture (slower start)."
     )
     flow_tensorrt: bool = Field(
-        False, description="Run the flow estimator through TensorRT (needs the tensorrt package)."
+        False,
+        description="Run the flow estimator as a TensorRT engine, built once and cached, instead of "
+        "CUDA graphs (needs a GPU and the tensorrt package: the gpu extra).",
     )
     first_hop_tokens: int = Field(
         25, ge=5, le=100, description="Speech tokens in the first streamed chunk (smaller = sooner)."

@@ -12,6 +12,7 @@ import logging
 
 import torch
 
+from a10tts.engine.flow.tensorrt_engine import enable_tensorrt
 from a10tts.engine.model_dir import ModelDir
 
 from .decode_batch import Audio, DecodeBatcher, DecodeRequest
@@ -97,7 +98,9 @@ def main(spec: StageSpec) -> None:
     device = device_of(spec)
     model_dir = ModelDir.open(spec.model_dir)
     flow = model_dir.load("flow", device, dtype_of(config, "flow", device))
-    if device.type == "cuda" and config.decode.cuda_graphs:
+    if config.decode.flow_tensorrt:  # instead of CUDA graphs (docs/design.md, "Speed")
+        enable_tensorrt(flow, spec.model_dir, device, max_batch_size=config.decode.max_batch_size)
+    elif device.type == "cuda" and config.decode.cuda_graphs:
         flow.enable_cuda_graphs(max_batch_size=config.decode.max_batch_size, compile=config.decode.torch_compile)
     batcher = DecodeBatcher(
         flow,
