@@ -101,7 +101,10 @@ def test_flow_graphs_equal_eager_for_ragged_streaming_batches() -> None:
     flow.enable_cuda_graphs(max_batch_size=4)
     graphed, graphed_len = run()
     graphed_again, _ = run()  # a replay of the captured graph, not the capture run
+    flow.enable_cuda_graphs(max_batch_size=4, max_frames=600)  # every bucket captured up front
+    prepared, _ = run()
     flow._graphs = None
+    assert torch.equal(prepared, graphed)
     assert torch.equal(eager_len, graphed_len)
     assert (graphed - eager).abs().max().item() < 1e-4
     assert torch.equal(graphed, graphed_again)

@@ -92,7 +92,12 @@ class DecodeConfig(Section):
     max_batch_size: int = Field(
         8, ge=1, le=256, description="Streaming chunks one decode process batches per step."
     )
-    cuda_graphs: bool = Field(True, description="Replay the flow's Euler loop from CUDA graphs.")
+    cuda_graphs: bool = Field(True, description="Replay the flow's Euler steps from CUDA graphs.")
+    cuda_graph_max_frames: int = Field(
+        1200, ge=0, le=15000,
+        description="Flow graphs for inputs up to this many mel frames (50 per second of prompt and "
+        "speech) are captured at start; longer inputs capture theirs on first use.",
+    )
     torch_compile: bool = Field(
         False, description="Fuse the flow estimator with torch.compile before capture (slower start)."
     )

@@ -1,4 +1,4 @@
-"""CUDA graphs for the LM decode step, one per batch-size bucket.
+"""CUDA graphs: the LM decode step per batch bucket, the flow's Euler step per batch x frames bucket.
 
 A decode step of a 0.5B LM is a few hundred small kernels; launched one by one from Python it
 takes tens of milliseconds, while the GPU needs well under one. Replaying a captured graph
@@ -9,12 +9,22 @@ request. Batches larger than the largest bucket run eagerly.
 
 from __future__ import annotations
 
+import functools
+import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from .kv_cache import DecodeBatch, KVCache
+
+if TYPE_CHECKING:
+    from .flow.cfm import CausalConditionalCFM
+
+log = logging.getLogger(__name__)
 
 _BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
@@ -78,22 +88,45 @@ _FLOW_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
 
 
 class FlowGraphs:
-    """CUDA graphs of the flow's whole Euler loop (10 estimator calls), per (batch, frames) bucket.
+    """CUDA graphs of one Euler step of the flow (an estimator call on the CFG batch and the
+    update), per (batch, frames) bucket; a solve replays its bucket's graph once per step.
 
     The estimator is causal in time and masks attention by length, so zero-padding a request
     at the end (frames) or adding masked rows (batch) leaves its own frames unchanged: a few
-    buckets serve every chunk. Graphs are captured on first use of a bucket and kept.
+    buckets serve every chunk. One step, not the whole loop, is captured so that a capture is
+    cheap enough to take every bucket up to ``max_frames`` at start-up (``prepare``); a longer
+    input captures its bucket on first use, which the log reports.
     """
 
-    def __init__(self, cfm: torch.nn.Module, max_batch_size: int, frame_step: int = 50,
+    def __init__(self, cfm: CausalConditionalCFM, max_batch_size: int, frame_step: int = 50,
                  n_timesteps: int = 10, compile: bool = False):
         self.cfm, self.frame_step, self.n_timesteps = cfm, frame_step, n_timesteps
         self.batch_buckets = [b for b in _FLOW_BATCH_BUCKETS if b < max_batch_size] + [max_batch_size]
-        if compile:  # fuse the estimator's kernels; the 10-step loop around it stays eager Python
+        if compile:  # fuse the estimator's kernels before capture
             cfm.estimator.forward = torch.compile(cfm.estimator.forward, dynamic=False)
-        self._solve = cfm
-        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, tuple[Tensor, ...], Tensor]] = {}
+        self._graphs: dict[tuple[int, int], _StepGraph] = {}
         self._pool = None
+
+    def prepare(self, max_frames: int) -> None:
+        """Capture every bucket up to ``max_frames`` frames, largest first so that the later
+        captures reuse its memory pool."""
+        started = time.perf_counter()
+        for frames in range(self._bucket_frames(max_frames), 0, -self.frame_step):
+            for batch in reversed(self.batch_buckets):
+                if (batch, frames) not in self._graphs:
+                    self._capture(batch, frames)
+        log.info("captured %d flow step graphs (up to batch %d x %d frames) in %.1f s", len(self._graphs),
+                 self.batch_buckets[-1], max_frames, time.perf_counter() - started)
+
+    @functools.cached_property
+    def _time_steps(self) -> tuple[Tensor, Tensor]:
+        """The ODE times and their differences, on the device (exactly as the eager loop takes them)."""
+        weight = next(self.cfm.estimator.parameters())
+        times = self.cfm.time_grid(self.n_timesteps, weight.device)
+        return times[:-1], times[1:] - times[:-1]
+
+    def _bucket_frames(self, frames: int) -> int:
+        return -(-frames // self.frame_step) * self.frame_step
 
     def __call__(self, mu: Tensor, mask: Tensor, spks: Tensor, cond: Tensor,
                  streaming: bool | Tensor = False, n_timesteps: int = 10) -> Tensor:
@@ -101,40 +134,60 @@ class FlowGraphs:
         bucket_b = next((b for b in self.batch_buckets if b >= batch), None)
         if bucket_b is None or n_timesteps != self.n_timesteps:
             return self.cfm(mu, mask, spks, cond, streaming, n_timesteps)
-        bucket_t = -(-frames // self.frame_step) * self.frame_step
-        graph, inputs, output = self._graphs.get((bucket_b, bucket_t)) or self._capture(mu, spks, bucket_b, bucket_t)
-        s_mu, s_mask, s_spks, s_cond, s_streaming = inputs
-        for static in (s_mu, s_mask, s_cond):
+        bucket_t = self._bucket_frames(frames)
+        step = self._graphs.get((bucket_b, bucket_t)) or self._capture(bucket_b, bucket_t)
+        x, (s_mu, s_mask, s_spks, s_cond, s_streaming), t, dt = step.state
+        for static in (s_mu, s_mask, s_cond, s_spks):
             static.zero_()
         s_mask[:, :, 0] = 1  # padding rows: one valid frame keeps their softmax finite
-        s_spks.zero_()
         s_mu[:batch, :, :frames] = mu
         s_mask[:batch, :, :frames] = mask
         s_cond[:batch, :, :frames] = cond
         s_spks[:batch] = spks
         s_streaming.fill_(False)
         s_streaming[:batch] = streaming
-        graph.replay()
-        return output[:batch, :, :frames].clone()
+        x.copy_(self.cfm.noise(bucket_t, mu.device).expand_as(x))
+        times, steps = self._time_steps
+        for i in range(self.n_timesteps):
+            t.copy_(times[i])
+            dt.copy_(steps[i])
+            step.graph.replay()
+        return x[:batch, :, :frames].clone()
 
     @torch.inference_mode()
-    def _capture(self, like: Tensor, like_spks: Tensor, batch: int, frames: int):
-        channels, device, dtype = like.shape[1], like.device, like.dtype
+    def _capture(self, batch: int, frames: int) -> _StepGraph:
+        started = time.perf_counter()
+        weight = next(self.cfm.estimator.parameters())
+        channels, device, dtype = self.cfm.estimator.out_channels, weight.device, weight.dtype
+        x = torch.zeros(batch, channels, frames, device=device, dtype=torch.float32)
         inputs = (
             torch.zeros(batch, channels, frames, device=device, dtype=dtype),
             torch.ones(batch, 1, frames, device=device, dtype=dtype),
-            torch.zeros(batch, like_spks.shape[1], device=device, dtype=dtype),
+            torch.zeros(batch, channels, device=device, dtype=dtype),  # spks: projected to mel channels
             torch.zeros(batch, channels, frames, device=device, dtype=dtype),
             torch.zeros(batch, device=device, dtype=torch.bool),
         )
+        t, dt = torch.zeros((), device=device), torch.zeros((), device=device)
+
+        def step() -> None:
+            x.copy_(self.cfm.euler_step(x, t, dt, self.cfm.guidance_inputs(*inputs)))
+
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self._solve(*inputs, self.n_timesteps)
+        with torch.cuda.stream(side):  # warm-up off-graph: cuBLAS and Triton pick their kernels
+            step()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            output = self._solve(*inputs, self.n_timesteps)
+            step()
         self._pool = graph.pool()
-        self._graphs[(batch, frames)] = (graph, inputs, output)
-        return self._graphs[(batch, frames)]
+        self._graphs[(batch, frames)] = captured = _StepGraph(graph, (x, inputs, t, dt))
+        log.debug("captured the flow step for batch %d x %d frames in %.2f s", batch, frames,
+                  time.perf_counter() - started)
+        return captured
+
+
+@dataclass(frozen=True)
+class _StepGraph:
+    graph: torch.cuda.CUDAGraph
+    state: tuple  # (x fp32 [B, C, T], (mu, mask, spks, cond, streaming), t, dt): static buffers

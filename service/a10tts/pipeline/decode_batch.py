@@ -14,6 +14,8 @@ does; a non-streaming segment is one final chunk (stretched by ``speed``).
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -26,6 +28,8 @@ from a10tts.engine.flow import FlowModel
 from a10tts.engine.frontend import PromptFeatures
 from a10tts.engine.hift import HiFTGenerator
 from a10tts.engine.streaming import Chunk, ChunkPlan, VocoderCache, join_chunk, vocoder_input
+
+log = logging.getLogger(__name__)
 
 
 def hift_generator(seed: int | None, device: torch.device) -> torch.Generator:
@@ -164,12 +168,15 @@ class DecodeBatcher:
         if not batch:
             return audio, []
         chunks = [r.pending for r in batch]
+        started = time.perf_counter()
         try:
             samples = self.vocode(batch, chunks)
         except Exception as exc:
             for request in batch:
                 del self.requests[request.request_id]
             return audio, [(request, exc) for request in batch]
+        log.debug("vocoded %d chunks (longest %d tokens, %d waiting) in %.1f ms", len(batch),
+                  max(c.end for c in chunks), len(ready) - len(batch), 1000 * (time.perf_counter() - started))
         for request, chunk, wave in zip(batch, chunks, samples):
             seq = request.seq
             final = request.chunk_done(chunk)

@@ -101,7 +101,8 @@ def main(spec: StageSpec) -> None:
     if config.decode.flow_tensorrt:  # instead of CUDA graphs (docs/design.md, "Speed")
         enable_tensorrt(flow, spec.model_dir, device, max_batch_size=config.decode.max_batch_size)
     elif device.type == "cuda" and config.decode.cuda_graphs:
-        flow.enable_cuda_graphs(max_batch_size=config.decode.max_batch_size, compile=config.decode.torch_compile)
+        flow.enable_cuda_graphs(max_batch_size=config.decode.max_batch_size, compile=config.decode.torch_compile,
+                                max_frames=config.decode.cuda_graph_max_frames)
     batcher = DecodeBatcher(
         flow,
         model_dir.load("hift", device, torch.float32),

@@ -81,26 +81,36 @@ class CausalConditionalCFM(nn.Module):
         """Integrate from the fixed noise to a mel ``[B, C, T]`` (fp32).
 
         mu, cond ``[B, C, T]``; mask ``[B, 1, T]``; spks ``[B, C]``; all in the estimator's dtype.
-        Every row starts from noise frame 0. The conditional and the unconditional (mu, spks and
-        cond zeroed) velocities come from one estimator call on a ``2B`` batch; the ODE state stays
-        fp32 whatever the estimator's precision.
+        Every row starts from noise frame 0. The ODE state stays fp32 whatever the estimator's
+        precision.
         """
         batch, _, frames = mu.shape
         x = self.noise(frames, mu.device).expand(batch, -1, -1)
-        mask_in = torch.cat([mask, mask])
-        mu_in = torch.cat([mu, torch.zeros_like(mu)])
-        spks_in = torch.cat([spks, torch.zeros_like(spks)])
-        cond_in = torch.cat([cond, torch.zeros_like(cond)])
-        streaming_in = torch.cat([streaming, streaming]) if isinstance(streaming, Tensor) else streaming
-
-        rate = self.inference_cfg_rate
+        inputs = self.guidance_inputs(mu, mask, spks, cond, streaming)
         times = self.time_grid(n_timesteps, mu.device)
         for step in range(n_timesteps):
-            t = times[step]
-            x_in = torch.cat([x, x]).to(mu.dtype)
-            velocity = self.estimator(
-                x_in, mask_in, mu_in, t.expand(2 * batch), spks_in, cond_in, streaming_in
-            )
-            conditional, unconditional = velocity.float().chunk(2)
-            x = x + (times[step + 1] - t) * ((1.0 + rate) * conditional - rate * unconditional)
+            x = self.euler_step(x, times[step], times[step + 1] - times[step], inputs)
         return x
+
+    @staticmethod
+    def guidance_inputs(
+        mu: Tensor, mask: Tensor, spks: Tensor, cond: Tensor, streaming: bool | Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, bool | Tensor]:
+        """Estimator inputs of a ``2B`` batch: the rows as given, then the unconditional rows
+        (mu, spks and cond zeroed), so both velocities come from one estimator call."""
+        return (
+            torch.cat([mask, mask]),
+            torch.cat([mu, torch.zeros_like(mu)]),
+            torch.cat([spks, torch.zeros_like(spks)]),
+            torch.cat([cond, torch.zeros_like(cond)]),
+            torch.cat([streaming, streaming]) if isinstance(streaming, Tensor) else streaming,
+        )
+
+    def euler_step(self, x: Tensor, t: Tensor, dt: Tensor, inputs: tuple) -> Tensor:
+        """``x`` (fp32 ``[B, C, T]``) advanced from time ``t`` by ``dt`` along the guided velocity."""
+        mask_in, mu_in, spks_in, cond_in, streaming_in = inputs
+        x_in = torch.cat([x, x]).to(mu_in.dtype)
+        velocity = self.estimator(x_in, mask_in, mu_in, t.expand(x_in.size(0)), spks_in, cond_in, streaming_in)
+        conditional, unconditional = velocity.float().chunk(2)
+        rate = self.inference_cfg_rate
+        return x + dt * ((1.0 + rate) * conditional - rate * unconditional)

@@ -87,9 +87,12 @@ class FlowModel(nn.Module):
             **sizes,
         )
 
-    def enable_cuda_graphs(self, max_batch_size: int, compile: bool = False) -> None:
-        """Replay the Euler loop from CUDA graphs (captured per batch/frames bucket on first use)."""
+    def enable_cuda_graphs(self, max_batch_size: int, compile: bool = False, max_frames: int = 0) -> None:
+        """Replay the Euler steps from CUDA graphs, captured per batch/frames bucket: now for
+        inputs up to ``max_frames`` mel frames, on first use for longer ones."""
         self._graphs = FlowGraphs(self.decoder, max_batch_size, compile=compile)
+        if max_frames:
+            self._graphs.prepare(max_frames)
 
     def encode(
         self,
