@@ -82,6 +82,17 @@ def write_json(path: Path, levels: list[LevelStats], samples: list[Sample], meta
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False))
 
 
+def read_levels(path: Path) -> list[LevelStats]:
+    """The statistics of an earlier ``write_json`` output, to table or plot runs together."""
+    try:
+        payload = json.loads(path.read_text())
+        return [LevelStats(**level) for level in payload["levels"]]
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a JSON file written by `a10tts bench --json`: {exc}") from exc
+
+
 def write_plot(path: Path, levels: list[LevelStats]) -> None:
     """TTFA p50/p95 and the worst per-stream RTF against concurrency, one line per label."""
     import matplotlib

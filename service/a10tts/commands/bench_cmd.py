@@ -34,15 +34,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--markdown", type=Path, help="write the table as Markdown")
     parser.add_argument("--plot", type=Path, help="write a PNG of TTFA and per-stream RTF vs concurrency "
                         "(needs matplotlib)")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
+                        help="send no load: table and plot the runs of earlier --json files together "
+                        "(e.g. ours and another server's)")
     parser.set_defaults(func=_bench)
 
 
+def _combine(args: argparse.Namespace) -> int:
+    from ..bench.report import read_levels
+
+    try:
+        levels = [level for path in args.combine for level in read_levels(path)]
+    except ValueError as exc:
+        print(f"a10tts bench: {exc}", file=sys.stderr)
+        return 2
+    _report(args, levels)
+    return 0
+
+
+def _report(args: argparse.Namespace, levels: list) -> None:
+    """The table on stdout, and the Markdown and PNG files asked for."""
+    from ..bench.report import markdown, write_plot
+
+    table = markdown(levels)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+    if args.plot:
+        write_plot(args.plot, levels)
+
+
 def _bench(args: argparse.Namespace) -> int:
+    if args.combine:
+        return _combine(args)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..bench.corpus import prompts
     from ..bench.load import Target, run_level
-    from ..bench.report import LevelStats, markdown, write_json, write_plot
+    from ..bench.report import LevelStats, write_json
 
     if args.api == "openai" and not args.voice:
         print("a10tts bench: --api openai needs --voice (register one with POST /v1/voices)", file=sys.stderr)
@@ -70,15 +99,10 @@ def _bench(args: argparse.Namespace) -> int:
                                                 lambda s: progress.advance(task)))
             samples += level
             levels.append(LevelStats.of(args.label, concurrency, level, wall))
-    table = markdown(levels)
-    print(table)
+    _report(args, levels)
     meta = {"url": target.url, "api": args.api, "stream": args.stream, "num_tokens": args.num_tokens,
             "label": args.label, "langs": list(langs), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "client_host": platform.node()}
-    if args.markdown:
-        args.markdown.write_text(table + "\n")
     if args.json:
         write_json(args.json, levels, samples, meta)
-    if args.plot:
-        write_plot(args.plot, levels)
     return 1 if all(level.errors == level.requests for level in levels) else 0

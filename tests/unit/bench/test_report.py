@@ -42,3 +42,28 @@ def test_json_and_plot_outputs(tmp_path: Path) -> None:
     assert data["samples"][0]["rtf"] == 0.5
     write_plot(tmp_path / "plot.png", levels)
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_combine_tables_and_plots_earlier_runs(tmp_path: Path) -> None:
+    from a10tts.cli import main
+
+    for label, ttfa in (("ours", 0.3), ("theirs", 3.0)):
+        levels = [LevelStats.of(label, c, [sample(ttfa * c, 10.0, 8.0)], 10.0) for c in (1, 4)]
+        write_json(tmp_path / f"{label}.json", levels, [], {})
+    table, png = tmp_path / "both.md", tmp_path / "both.png"
+    code = main(["bench", "--combine", str(tmp_path / "ours.json"), str(tmp_path / "theirs.json"),
+                 "--markdown", str(table), "--plot", str(png)])
+    assert code == 0
+    rows = table.read_text().splitlines()[2:]
+    assert [row.split(" | ")[:2] for row in rows] == [["| ours", "1"], ["| ours", "4"], ["| theirs", "1"], ["| theirs", "4"]]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_combine_rejects_a_file_that_is_not_a_bench_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from a10tts.cli import main
+
+    (tmp_path / "other.json").write_text('{"hello": 1}')
+    assert main(["bench", "--combine", str(tmp_path / "other.json")]) == 2
+    assert "not a JSON file written by `a10tts bench --json`" in capsys.readouterr().err
+    assert main(["bench", "--combine", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
