@@ -77,7 +77,7 @@ class LLMConfig(Section):
     )
     cuda_graphs: bool = Field(True, description="Capture LM decode steps in CUDA graphs.")
     torch_compile: bool = Field(
-        False, description="Fuse the decode step with torch.compile before capture (faster steps, slower start)."
+        True, description="Fuse the decode step with torch.compile before capture (faster steps, slower start)."
     )
     cuda_graph_max_batch_size: int = Field(
         32, ge=1, le=1024, description="Largest decode batch captured; larger ones run eagerly."

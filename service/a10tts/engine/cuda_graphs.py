@@ -33,8 +33,9 @@ class DecodeGraphs:
     def __init__(self, lm: torch.nn.Module, cache: KVCache, max_batch_size: int, compile: bool = False):
         self.lm, self.cache = lm, cache
         # torch.compile fuses the step's many small element-wise kernels (norms, rotary,
-        # activations) before capture; each bucket compiles once, at start-up.
-        self._decode = torch.compile(lm.decode_logp, dynamic=False) if compile else lm.decode_logp
+        # activations) before capture. Dynamic shapes: one compilation serves every bucket
+        # (two: torch specialises batch 1), instead of one per bucket at start-up.
+        self._decode = torch.compile(lm.decode_logp, dynamic=True) if compile else lm.decode_logp
         self.buckets = [b for b in _BUCKETS if b < max_batch_size] + [max_batch_size]
         device, largest = cache.device, self.buckets[-1]
         # One host->device copy per step: rows are tokens, slots, positions.
@@ -102,8 +103,8 @@ class FlowGraphs:
                  n_timesteps: int = 10, compile: bool = False):
         self.cfm, self.frame_step, self.n_timesteps = cfm, frame_step, n_timesteps
         self.batch_buckets = [b for b in _FLOW_BATCH_BUCKETS if b < max_batch_size] + [max_batch_size]
-        if compile:  # fuse the estimator's kernels before capture
-            cfm.estimator.forward = torch.compile(cfm.estimator.forward, dynamic=False)
+        if compile:  # fuse the estimator's kernels before capture; one compilation for all buckets
+            cfm.estimator.forward = torch.compile(cfm.estimator.forward, dynamic=True)
         self._graphs: dict[tuple[int, int], _StepGraph] = {}
         self._pool = None
 
