@@ -10,6 +10,8 @@ remount-fs... on the host. So before `exec systemd` the boot script
   /usr/bin: users, unit state, journals and the `/usr/bin/a10tts` wrapper stay in memory;
 - masks every unit of sysinit.target and timers.target except journald's.
 Killing PID 1 ends everything in it; nothing of it outlives the test (cgroups aside).
+NamespacedSystemd (start, find PID 1, drive with nsenter, kill) is shared with deb_chroot.py,
+which boots a Debian root instead of the host's filesystem.
 """
 
 from __future__ import annotations
@@ -53,28 +55,37 @@ exec /lib/systemd/systemd --system --unit=basic.target
 """
 
 
-def units_to_mask() -> list[str]:
+def units_to_mask(root: Path = Path("/")) -> list[str]:
+    """Every unit of sysinit.target and timers.target of the system in `root`, but journald's."""
     names = set(ALSO_MASKED)
-    for base in ("/lib/systemd/system", "/etc/systemd/system"):
+    for base in ("lib/systemd/system", "etc/systemd/system"):
         for target in ("sysinit.target.wants", "timers.target.wants"):
-            path = Path(base) / target
+            path = root / base / target
             if path.is_dir():
                 names.update(p.name for p in path.iterdir() if not p.name.endswith(".target"))
     return sorted(n for n in names if not n.startswith(KEEP_UNITS))
 
 
-class BootedSystemd:
-    def __init__(self, setup: str, log: Path, env: dict[str, str] | None = None):
-        """`setup`: shell commands run inside the namespaces before systemd starts (with `env`)."""
-        keep = {str(REPO), sys.prefix, str(log.parent.resolve())}
-        env = dict(os.environ, **(env or {}), MASK=" ".join(units_to_mask()), SETUP=setup, KEEP=" ".join(sorted(keep)))
+class NamespacedSystemd:
+    """systemd as PID 1 of the private namespaces that `unshare` makes for `argv` (a script that ends
+    by exec'ing systemd), driven with nsenter; the booting and its fences are the subclass's."""
+
+    # What `run` enters besides the network: mounts, PIDs, UTS, IPC (a chroot adds its root and cwd).
+    ENTER: tuple[str, ...] = ("-m", "-p", "-u", "-i")
+    RUN_ENV: dict[str, str] | None = None  # the environment of `run`'s commands (None: this process's)
+
+    def __init__(self, unshare_options: list[str], argv: list[str], log: Path, env: dict[str, str]):
         with log.open("w") as out:
             self._unshare = subprocess.Popen(
-                ["unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", "--net", "--cgroup", "--mount-proc",
-                 "--propagation", "private", "bash", "-c", BOOT_SCRIPT],
+                ["unshare", "--pid", "--fork", *unshare_options, "--mount", "--uts", "--ipc", "--net", "--cgroup",
+                 "--propagation", "private", *argv],
                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.log = log
-        self.pid = self._find_pid1()
+        try:
+            self.pid = self._find_pid1()
+        except RuntimeError:
+            self._unshare.kill()
+            raise
 
     def _find_pid1(self, timeout: float = 30) -> int:
         deadline = time.monotonic() + timeout
@@ -90,6 +101,7 @@ class BootedSystemd:
 
     def wait_running(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
+        state = ""
         while time.monotonic() < deadline:
             state = self.run("systemctl", "is-system-running", check=False).stdout.strip()
             if state in ("running", "degraded"):
@@ -97,10 +109,13 @@ class BootedSystemd:
             time.sleep(0.2)
         raise RuntimeError(f"systemd is {state!r} after {timeout} s: {self.run('systemctl', '--failed').stdout}")
 
-    def run(self, *cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        """A command inside the namespaces (mounts, PIDs and network of the booted system)."""
-        result = subprocess.run(["nsenter", "-t", str(self.pid), "-m", "-p", "-n", "-u", "-i", *cmd],
-                                capture_output=True, text=True, timeout=timeout)
+    def run(self, *cmd: str, check: bool = True, timeout: float = 300, host_network: bool = False,
+            input: str | None = None) -> subprocess.CompletedProcess:
+        """A command inside the namespaces (mounts, PIDs and network of the booted system);
+        `host_network=True` leaves out the network namespace (the host's network: apt)."""
+        spaces = [*self.ENTER, *([] if host_network else ["-n"])]
+        result = subprocess.run(["nsenter", "-t", str(self.pid), *spaces, *cmd], capture_output=True, text=True,
+                                timeout=timeout, env=self.RUN_ENV, input=input)
         if check and result.returncode != 0:
             raise AssertionError(f"{shlex.join(cmd)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
         return result
@@ -126,3 +141,12 @@ class BootedSystemd:
             except subprocess.TimeoutExpired:
                 self._unshare.kill()
 
+
+class BootedSystemd(NamespacedSystemd):
+    """The host's own systemd, booted over the host's filesystem behind BOOT_SCRIPT's fences."""
+
+    def __init__(self, setup: str, log: Path, env: dict[str, str] | None = None):
+        """`setup`: shell commands run inside the namespaces before systemd starts (with `env`)."""
+        keep = {str(REPO), sys.prefix, str(log.parent.resolve())}
+        env = dict(os.environ, **(env or {}), MASK=" ".join(units_to_mask()), SETUP=setup, KEEP=" ".join(sorted(keep)))
+        super().__init__(["--mount-proc"], ["bash", "-c", BOOT_SCRIPT], log, env)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
+import pwd
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +33,22 @@ def missing_model_message(model_dir: Path, source: str) -> str:
         f"    huggingface-cli download FunAudioLLM/CosyVoice2-0.5B --local-dir {model_dir}\n"
         f"  or point model.dir at it in /etc/a10tts/a10tts.toml; check it with `a10tts model verify {model_dir}`,\n"
         f"  then start the service again.\n"
-        f"  To try the service without the model, run the built-in demo (random weights: its audio is noise):\n"
-        f"    a10tts serve --demo"
+        f"  To try the service without the model, put the demo model there (random weights: its audio is noise)\n"
+        f"  and start the service again:\n"
+        f"    {_as_service_user()}a10tts model init-demo {model_dir}\n"
+        f"  or run the built-in demo in the foreground: a10tts serve --demo"
     )
+
+
+def _as_service_user() -> str:
+    """Under systemd (which sets INVOCATION_ID) as a system user, the operator reading the journal is
+    root: `runuser` makes the demo model as the service's user, which must be able to read it."""
+    if not os.environ.get("INVOCATION_ID") or os.geteuid() == 0:
+        return ""
+    try:
+        return f"runuser -u {pwd.getpwuid(os.geteuid()).pw_name} -- "
+    except KeyError:  # no name for this ID (DynamicUser= that has already gone)
+        return ""
 
 
 def has_nvidia_gpu() -> bool:
