@@ -99,13 +99,15 @@ class LLMWorker:
         self.stage.ready(device=str(self.device), kv_slots=cache.num_slots, max_request_tokens=cache.capacity)
         with torch.inference_mode():
             while not self.stage.stopping:
-                self.stage.wait(0 if self.scheduler.has_work else self.stage.idle_timeout())
+                next_step = self.scheduler.next_step_in()
+                self.stage.wait(self.stage.idle_timeout() if next_step is None
+                                else min(next_step, self.stage.idle_timeout()))
                 for message, tensors in self.stage.receive():
                     if isinstance(message, Cancel):
                         self.cancel(message.request_id)
                     else:
                         self.accept(message, tensors)
-                if self.scheduler.has_work:
+                if self.scheduler.next_step_in() == 0:
                     self.publish(self.scheduler.step())
                 self.stage.heartbeat(self.scheduler.load())
         self.stage.fail_stopped({rid: route.message.reply_to for rid, route in self.routes.items()})
@@ -127,6 +129,7 @@ class LLMWorker:
                 prompt_speech=tensors["llm_prompt_speech"].to(self.device),
                 generator=make_generator(message.seed),
                 num_tokens=message.num_tokens,
+                stream=message.stream,
             )
             prompt = {name: tensors[name] for name in PROMPT_TENSORS}
             self.scheduler.add(request)

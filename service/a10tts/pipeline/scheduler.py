@@ -12,6 +12,12 @@ segment ends. Each ``step``:
 3. samples one token per row with the request's own generator, so a seeded request gives the
    same tokens alone or in any batch.
 
+Streaming requests are paced: once a request has the tokens of its first chunks
+(``stream_burst_tokens``), it runs at most ``stream_pace`` times faster than real time and sits
+out the steps in between. Its audio is not due sooner, and the GPU time the LM leaves goes to
+the decode stage, which shares the GPU: first chunks of other requests come sooner. A step with
+no runnable request is not taken (``next_step_in`` says when one will be).
+
 Stop tokens are refused before a segment's minimum length; a segment ends on a stop token or
 at its maximum (``num_tokens``, when given, fixes both). A segment's prompt plus its tokens must
 fit the slot (``max_request_tokens``): requests that cannot are refused when they arrive.
@@ -19,6 +25,7 @@ fit the slot (``max_request_tokens``): requests that cannot are refused when the
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +43,7 @@ from .stage import RequestError
 
 T = TypeVar("T")
 PROMPT_MARKERS = 2  # sos and task id around the prompt text
+SPEECH_TOKENS_PER_SECOND = 25  # CosyVoice2: 50 Hz mel, 2 mel frames per speech token
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class SchedulerLimits:
     max_waiting: int
     prefill_token_budget: int
     schedule_interval_steps: int
+    stream_pace: float = 0.0  # times real time; 0: streaming requests run as fast as they can
+    stream_burst_tokens: int = 0  # tokens a streaming request gets before pacing starts
 
     @classmethod
     def from_config(cls, config: Config) -> SchedulerLimits:
@@ -52,6 +62,10 @@ class SchedulerLimits:
             max_waiting=config.limits.max_waiting_requests,
             prefill_token_budget=config.llm.prefill_token_budget,
             schedule_interval_steps=config.llm.schedule_interval_steps,
+            stream_pace=config.llm.stream_pace,
+            # The first chunk (first hop, an alignment pad shorter than a hop, 3 look-ahead
+            # tokens) and one hop more.
+            stream_burst_tokens=3 * config.decode.first_hop_tokens,
         )
 
 
@@ -63,10 +77,13 @@ class LMRequest:
     prompt_speech: Tensor  # LM prompt speech tokens (may be empty)
     generator: torch.Generator
     num_tokens: int | None = None  # fixed tokens per segment (benchmarks)
+    stream: bool = False  # paced (SchedulerLimits.stream_pace)
     segment: int = 0
     slot: int | None = None
     needs_prefill: bool = True
     history: list[int] = field(default_factory=list)  # tokens of the current segment
+    emitted: int = 0  # tokens of all segments so far
+    admitted_at: float | None = None  # scheduler clock
     budgets: list[TokenBudget] = field(default_factory=list)  # per segment, set by Scheduler.add
 
     def prompt_length(self, segment: int) -> int:
@@ -94,10 +111,14 @@ class StepResult:
 
 
 class Scheduler:
-    def __init__(self, model: CosyVoice2LM, cache: KVCache, limits: SchedulerLimits) -> None:
+    def __init__(
+        self, model: CosyVoice2LM, cache: KVCache, limits: SchedulerLimits,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.model = model
         self.cache = cache
         self.limits = limits
+        self.clock = clock
         self.waiting: deque[LMRequest] = deque()
         self.running: dict[str, LMRequest] = {}
         self._steps_since_admission = 0
@@ -105,6 +126,25 @@ class Scheduler:
     @property
     def has_work(self) -> bool:
         return bool(self.running or self.waiting)
+
+    def next_step_in(self) -> float | None:
+        """Seconds until ``step`` has something to do: 0 now, None with no request at all."""
+        if not self.has_work:
+            return None
+        if self._can_admit() or any(r.needs_prefill for r in self.running.values()):
+            return 0.0
+        now = self.clock()
+        return max(0.0, min((self._paced_until(r) for r in self.running.values()), default=now) - now)
+
+    def _can_admit(self) -> bool:
+        return bool(self.waiting) and len(self.running) < self.limits.max_running and self.cache.num_free > 0
+
+    def _paced_until(self, request: LMRequest) -> float:
+        """When ``request`` may take its next step (scheduler clock); the past if now."""
+        pace = self.limits.stream_pace * SPEECH_TOKENS_PER_SECOND
+        if not (pace and request.stream) or request.admitted_at is None:
+            return float("-inf")
+        return request.admitted_at + (request.emitted - self.limits.stream_burst_tokens) / pace
 
     def load(self) -> dict[str, float]:
         return {
@@ -156,8 +196,10 @@ class Scheduler:
 
     def step(self) -> StepResult:
         result = StepResult()
-        if not self.running or self._steps_since_admission >= self.limits.schedule_interval_steps:
-            self._admit(result)
+        now = self.clock()
+        decode = [r for r in self.running.values() if not r.needs_prefill and self._paced_until(r) <= now]
+        if not decode or self._steps_since_admission >= self.limits.schedule_interval_steps:
+            self._admit(result, now)
         self._steps_since_admission += 1
         batches: list[tuple[list[LMRequest], Tensor]] = []
         prefill, embeds = self._prompts([r for r in self.running.values() if r.needs_prefill], result)
@@ -165,7 +207,6 @@ class Scheduler:
             slots = [r.slot for r in prefill]
             logp = self._guarded(prefill, result, lambda: self.model.prefill(self.cache, slots, embeds))
             batches += [(prefill, logp)] if logp is not None else []
-        decode = [r for r in self.running.values() if not r.needs_prefill]
         if decode:
             slots, last = [r.slot for r in decode], [r.history[-1] for r in decode]
             logp = self._guarded(decode, result, lambda: self.model.decode_step(self.cache, slots, last))
@@ -178,7 +219,7 @@ class Scheduler:
                 self._advance(request, token, result)
         return result
 
-    def _admit(self, result: StepResult) -> None:
+    def _admit(self, result: StepResult, now: float) -> None:
         self._steps_since_admission = 0
         tokens = sum(r.prompt_length(r.segment) for r in self.running.values() if r.needs_prefill)
         while self.waiting and len(self.running) < self.limits.max_running and self.cache.num_free:
@@ -188,6 +229,7 @@ class Scheduler:
                 break
             self.waiting.popleft()
             request.slot = self.cache.allocate()
+            request.admitted_at = now
             self.running[request.request_id] = request
             result.started.append(request)
             tokens += length
@@ -227,6 +269,7 @@ class Scheduler:
             self._end_segment(request, [], result)
             return
         request.history.append(token)
+        request.emitted += 1
         if len(request.history) >= request.budgets[request.segment].max_tokens:
             self._end_segment(request, [token], result)
         else:

@@ -206,3 +206,59 @@ def test_a_request_that_raises_fails_alone(model: CosyVoice2LM) -> None:
     outputs = run(scheduler)
     assert [len(s) for s in segment_tokens(result.outputs + outputs["good"])] == [5]
     assert "broken" not in outputs and scheduler.cache.num_free == scheduler.cache.num_slots
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def paced_scheduler(model: CosyVoice2LM, clock: FakeClock, interval: int = 1) -> Scheduler:
+    # 2.56 x real time = 64 tokens/s: steps of 1/64 s, exact in binary
+    limits = SchedulerLimits(8, 16, 4096, interval, stream_pace=2.56, stream_burst_tokens=5)
+    return Scheduler(model, model.new_kv_cache(num_slots=8, capacity=256), limits, clock=clock)
+
+
+def test_streaming_requests_are_paced_after_their_burst(model: CosyVoice2LM) -> None:
+    clock = FakeClock()
+    scheduler = paced_scheduler(model, clock)
+    stream, batch = make_request("s", num_tokens=30), make_request("b", num_tokens=30)
+    stream.stream = True  # "b" is not streaming: never paced
+    scheduler.add(stream)
+    scheduler.add(batch)
+    tokens: dict[str, list[int]] = {"s": [], "b": []}
+
+    def steps(n: int) -> None:
+        for _ in range(n):
+            for out in scheduler.step().outputs:
+                tokens[out.request_id] += out.tokens
+
+    steps(30)
+    assert (len(tokens["s"]), len(tokens["b"])) == (6, 30)  # the burst, then one step at its start time
+    assert scheduler.next_step_in() == pytest.approx(1 / 64)  # only "s" is left, and it waits
+    clock.now += 0.125
+    steps(20)
+    assert len(tokens["s"]) == 6 + 8  # 64 tokens/s for 1/8 s, whatever the number of steps
+    clock.now += 10
+    steps(16)
+    assert len(tokens["s"]) == 30 and not scheduler.has_work
+    unpaced = make_scheduler(model)
+    unpaced.add(make_request("s", num_tokens=30))
+    assert segment_tokens(run(unpaced)["s"])[0] == tokens["s"]  # pacing changes when, not what
+
+
+def test_a_paced_request_does_not_hold_back_admission(model: CosyVoice2LM) -> None:
+    clock = FakeClock()
+    scheduler = paced_scheduler(model, clock, interval=1000)
+    stream = make_request("s", num_tokens=30)
+    stream.stream = True
+    scheduler.add(stream)
+    while scheduler.next_step_in() == 0:
+        scheduler.step()
+    assert scheduler.next_step_in() > 0  # "s" is ahead of its pace
+    scheduler.add(make_request("new", num_tokens=3))
+    assert scheduler.next_step_in() == 0
+    assert [r.request_id for r in scheduler.step().started] == ["new"]  # not 1000 steps later
