@@ -73,7 +73,7 @@ class LLMConfig(Section):
         4, ge=1, le=1024, description="Decode steps between two admissions of waiting requests."
     )
     stream_pace: float = Field(
-        4.0, ge=0, le=1000,
+        0.0, ge=0, le=1000,
         description="Once a streaming request has its first chunks' tokens, the LM runs it at most this "
         "many times faster than real time, leaving GPU time to the decode stage; 0 = as fast as it can.",
     )
