@@ -106,6 +106,7 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
                 sigma_min: 1e-06
                 solver: 'euler'
                 t_scheduler: 'cosine'
+                training_cfg_rate: 0.2
                 inference_cfg_rate: 0.7
         estimator: !new:cosyvoice.flow.decoder.CausalConditionalDecoder
             in_channels: 320
@@ -143,6 +144,21 @@ hift: !new:cosyvoice.hifigan.generator.HiFTGenerator
         num_class: 1
         in_channels: 80
         cond_channels: {d.hift_channels}
+
+# Read by upstream's CosyVoice2 loader (text tokenizer and prompt mel), not by a10tts.
+get_tokenizer: !name:cosyvoice.tokenizer.tokenizer.get_qwen_tokenizer
+    token_path: !ref <qwen_pretrain_path>
+    skip_special_tokens: True
+allowed_special: 'all'
+feat_extractor: !name:matcha.utils.audio.mel_spectrogram
+    n_fft: 1920
+    num_mels: 80
+    sampling_rate: !ref <sample_rate>
+    hop_size: 480
+    win_size: 1920
+    fmin: 0
+    fmax: 8000
+    center: False
 """
 
 
