@@ -77,18 +77,12 @@ class LLMConfig(Section):
         description="Once a streaming request has its first chunks' tokens, the LM runs it at most this "
         "many times faster than real time, leaving GPU time to the decode stage; 0 = as fast as it can.",
     )
-    decode_attention: Literal["auto", "triton", "sdpa"] = Field(
-        "auto", description='Decode attention kernel; "auto" picks Triton on CUDA, SDPA on CPU.'
-    )
     cuda_graphs: bool = Field(True, description="Capture LM decode steps in CUDA graphs.")
     torch_compile: bool = Field(
         True, description="Fuse the decode step with torch.compile before capture (faster steps, slower start)."
     )
     cuda_graph_max_batch_size: int = Field(
         32, ge=1, le=1024, description="Largest decode batch captured; larger ones run eagerly."
-    )
-    cuda_graph_max_seq_len: int = Field(
-        4096, ge=64, le=32768, description="Longest sequence a captured graph covers."
     )
 
 
