@@ -35,6 +35,7 @@ from ..pipeline.messages import (
 )
 from . import metrics
 from .synthesis import PipelineEvent, PipelineUnavailable
+from .tasks import cancel_all
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,7 @@ class PipelineBridge:
         self._post(self._supervisor, StageReady("api", self.index, os.getpid()))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(*self._tasks)
         self._closed = True
         self._context.destroy(linger=CLOSE_LINGER_MS)
 

@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from .audio import AudioFormat, audio_headers, wav_header
 from .errors import ERROR_RESPONSES, ApiError
 from .synthesis import CLIENT_CLOSED, OK, Job
+from .tasks import cancel_all
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,7 @@ class AudioResponse(Response):
             self.job.finish(500)
             raise
         finally:
-            for task in (responding, client_gone):
-                task.cancel()
-            await asyncio.gather(responding, client_gone, return_exceptions=True)
+            await cancel_all(responding, client_gone)
             self.job.finish(CLIENT_CLOSED)  # no-op unless the request was left unfinished
 
     def _start(self) -> dict:

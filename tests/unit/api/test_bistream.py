@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 
@@ -112,24 +111,3 @@ def test_a_client_that_leaves_cancels_its_sentences(client, pipeline):
     assert pipeline.cancelled == [pipeline.submitted[0].request_id]
     assert pipeline.reports[-1].status == 499
 
-
-@pytest.mark.asyncio
-async def test_cancel_all_outlasts_a_swallowed_cancellation():
-    from a10tts.api.routes.bistream import cancel_all
-
-    never = asyncio.Event()
-
-    async def swallows_one_cancel():  # what wait_for can do before Python 3.12
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            pass
-        await never.wait()  # then blocks, as the reader did on a full queue
-
-    async def fails():
-        raise RuntimeError("writer failed")
-
-    stubborn, failed = asyncio.ensure_future(swallows_one_cancel()), asyncio.ensure_future(fails())
-    await asyncio.sleep(0)
-    await asyncio.wait_for(cancel_all(stubborn, failed), timeout=5)
-    assert stubborn.cancelled() and failed.done()

@@ -26,6 +26,7 @@ from ..errors import ApiError, validation_error
 from ..sentences import SentenceBuffer
 from ..state import ApiState, State
 from ..synthesis import CLIENT_CLOSED, OK, Arrival, Job
+from ..tasks import cancel_all
 
 log = logging.getLogger(__name__)
 
@@ -159,24 +160,6 @@ class BistreamSession:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             await self.websocket.send_json({"type": "error", **error.body()})
             await self.websocket.close(code=4000 + error.status, reason=error.code)
-
-
-async def cancel_all(*tasks: asyncio.Task) -> None:
-    """Cancel ``tasks`` and wait until they are done, cancelling again while any still runs.
-
-    Before Python 3.12, ``asyncio.wait_for`` can swallow a cancellation that arrives just as its
-    awaitable completes (bpo-42130): the reader then goes on, e.g. receives ``end`` and blocks on
-    the queue of a writer that already failed, and one ``cancel`` + ``gather`` waits forever.
-    """
-    while True:
-        for task in tasks:
-            task.cancel()
-        _, pending = await asyncio.wait(tasks, timeout=0.05)
-        if not pending:
-            break
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved: the session already acted on the first failure
 
 
 @router.websocket("/inference_zero_shot_bistream")
