@@ -53,25 +53,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Keys of the official cosyvoice2.yaml that upstream's CosyVoice2.__init__ reads besides llm,
-# flow and hift; values as in CosyVoice2-0.5B's file.
-UPSTREAM_FRONTEND_YAML = """
-# Added by benchmarks/upstream_baseline.py: keys upstream's CosyVoice2 loader reads, as in the
-# official CosyVoice2-0.5B cosyvoice2.yaml.
-get_tokenizer: !name:cosyvoice.tokenizer.tokenizer.get_qwen_tokenizer
-    token_path: !ref <qwen_pretrain_path>
-    skip_special_tokens: True
-allowed_special: 'all'
-feat_extractor: !name:matcha.utils.audio.mel_spectrogram
-    n_fft: 1920
-    num_mels: 80
-    sampling_rate: !ref <sample_rate>
-    hop_size: 480
-    win_size: 1920
-    fmin: 0
-    fmax: 8000
-    center: False
-"""
 QWEN_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
@@ -121,7 +102,9 @@ def prepare_model_dir(model_dir: Path, work_dir: Path) -> Path:
         if re.search(rf"^{key}\s*:", text, re.MULTILINE):
             raise SystemExit(f"{model_dir}/cosyvoice2.yaml has '{key}' but not all frontend keys; fix it by hand")
     if any("top-level key" in m for m in missing):
-        text = text.rstrip("\n") + "\n" + UPSTREAM_FRONTEND_YAML
+        from a10tts.engine.demo import UPSTREAM_LOADER_YAML  # what `init-demo` writes now
+
+        text = text.rstrip("\n") + "\n" + UPSTREAM_LOADER_YAML
     if any("training_cfg_rate" in m for m in missing):
         # Training only (the CFG dropout rate); the official file has 0.2 beside inference_cfg_rate.
         text, n = re.subn(r"^(\s+)(inference_cfg_rate\s*:.*)$", r"\1training_cfg_rate: 0.2\n\1\2", text,

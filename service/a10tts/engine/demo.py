@@ -48,6 +48,25 @@ DIMS = {
 }
 
 
+# Top-level keys of the official cosyvoice2.yaml that upstream's CosyVoice2 loader reads (text
+# tokenizer, prompt mel) and a10tts does not; values as in CosyVoice2-0.5B's file.
+UPSTREAM_LOADER_YAML = """
+get_tokenizer: !name:cosyvoice.tokenizer.tokenizer.get_qwen_tokenizer
+    token_path: !ref <qwen_pretrain_path>
+    skip_special_tokens: True
+allowed_special: 'all'
+feat_extractor: !name:matcha.utils.audio.mel_spectrogram
+    n_fft: 1920
+    num_mels: 80
+    sampling_rate: !ref <sample_rate>
+    hop_size: 480
+    win_size: 1920
+    fmin: 0
+    fmax: 8000
+    center: False
+"""
+
+
 def demo_yaml(size: str) -> str:
     """The demo model's `cosyvoice2.yaml` text."""
     d = DIMS[size]
@@ -145,21 +164,7 @@ hift: !new:cosyvoice.hifigan.generator.HiFTGenerator
         in_channels: 80
         cond_channels: {d.hift_channels}
 
-# Read by upstream's CosyVoice2 loader (text tokenizer and prompt mel), not by a10tts.
-get_tokenizer: !name:cosyvoice.tokenizer.tokenizer.get_qwen_tokenizer
-    token_path: !ref <qwen_pretrain_path>
-    skip_special_tokens: True
-allowed_special: 'all'
-feat_extractor: !name:matcha.utils.audio.mel_spectrogram
-    n_fft: 1920
-    num_mels: 80
-    sampling_rate: !ref <sample_rate>
-    hop_size: 480
-    win_size: 1920
-    fmin: 0
-    fmax: 8000
-    center: False
-"""
+""" + UPSTREAM_LOADER_YAML
 
 
 def demo_qwen_config(size: str) -> dict:
