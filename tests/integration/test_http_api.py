@@ -27,13 +27,16 @@ import pytest
 import soundfile
 import websockets
 import zmq
+from prometheus_client.parser import text_string_to_metric_families
 
 from a10tts.api import worker as api_worker
+from a10tts.bench.phases import read_totals
 from a10tts.config import Config
 from a10tts.config.schema import DecodeConfig, LimitsConfig, ModelConfig, ServerConfig
 from a10tts.engine.demo import init_demo
 from a10tts.pipeline import decode_worker, encode_worker, llm_worker
 from a10tts.pipeline.endpoints import Endpoints
+from a10tts.pipeline.first_audio import PHASES
 from a10tts.pipeline.messages import RequestDone, StageReady, StatusSnapshot, decode, encode
 from a10tts.pipeline.spec import StageSpec
 
@@ -314,3 +317,24 @@ def test_metrics_have_the_ttfa_histogram_after_requests(service: Service) -> Non
     assert float(queued.split()[-1]) >= CONCURRENT_CLIENTS
     status = httpx.get(f"{service.url}/v1/status").json()
     assert status["ready"] is True and status["profile"] == "test"
+
+
+def test_the_phases_of_first_audio_add_up_to_the_ttfa(service: Service) -> None:
+    """Every stage stamps the first chunk; the phases between the stamps account for the whole TTFA."""
+    samples = {
+        (name, labels.get("phase")): value
+        for family in text_string_to_metric_families(httpx.get(f"{service.url}/metrics").text)
+        for name, labels, value, *_ in family.samples
+    }
+    ttfa_count = samples[("a10tts_time_to_first_audio_seconds_count", None)]
+    ttfa_sum = samples[("a10tts_time_to_first_audio_seconds_sum", None)]
+    assert ttfa_count >= CONCURRENT_CLIENTS
+    total = 0.0
+    for phase in PHASES:
+        assert samples[("a10tts_first_audio_phase_seconds_count", phase)] == ttfa_count, phase
+        total += samples[("a10tts_first_audio_phase_seconds_sum", phase)]
+    assert total == pytest.approx(ttfa_sum, rel=0.02, abs=0.005 * ttfa_count)
+    totals = read_totals(service.url)  # what `a10tts bench` reads before and after each level
+    assert totals is not None and {phase: count for phase, (_, count) in totals.items()} == dict.fromkeys(
+        PHASES, ttfa_count
+    )

@@ -39,6 +39,12 @@ REQUEST_DURATION = Histogram(
 QUEUE_TIME = Histogram(
     "a10tts_queue_time_seconds", "Request arrival to admission by the LM scheduler.", buckets=LATENCY_BUCKETS
 )
+FIRST_AUDIO_PHASE = Histogram(
+    "a10tts_first_audio_phase_seconds",
+    "Where the time to first audio went, by phase of the pipeline (pipeline/first_audio.py).",
+    ["phase"],
+    buckets=LATENCY_BUCKETS,
+)
 REAL_TIME_FACTOR = Histogram(
     "a10tts_real_time_factor", "Request duration divided by the audio duration produced.", buckets=RTF_BUCKETS
 )
@@ -60,6 +66,11 @@ def observe_request(status: int, ttfa_s: float | None, duration_s: float, audio_
         REQUEST_DURATION.observe(duration_s)
         REAL_TIME_FACTOR.observe(duration_s / audio_s)
         AUDIO_SECONDS.inc(audio_s)
+
+
+def observe_first_audio(phases: dict[str, float]) -> None:
+    for phase, seconds in phases.items():
+        FIRST_AUDIO_PHASE.labels(phase=phase).observe(seconds)
 
 
 def observe_status(status: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ returned `Job` yields its PCM in order, turns a stage's `RequestFailed` or the d
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 from starlette.types import Scope
 
 from ..config.schema import LimitsConfig
+from ..pipeline.first_audio import phases, stamp
 from ..pipeline.messages import AudioChunk, RequestDone, RequestFailed, StatusSnapshot, SynthesisRequest
 from . import metrics
 from .audio import pcm_seconds
@@ -27,6 +29,8 @@ OK = 200
 CLIENT_CLOSED = 499  # nginx's code for "the client went away": only in metrics and RequestDone
 
 PipelineEvent = AudioChunk | RequestFailed
+
+log = logging.getLogger(__name__)
 
 
 class PipelineUnavailable(Exception):
@@ -81,6 +85,7 @@ class Job:
         self._events: asyncio.Queue[PipelineEvent] = events
         self._timeout = synthesizer.limits.request_timeout_seconds
         self._first_audio_s: float | None = None
+        self._marks: dict[str, float] = {}  # of the first chunk, from the stages
         self._audio_bytes = 0
         self._finished = False
 
@@ -98,6 +103,8 @@ class Job:
                 ) from None
             if isinstance(event, RequestFailed):
                 raise ApiError.from_status(event.status, event.message)
+            if event.seq == 0:
+                self._marks = dict(event.marks)
             if event.pcm:
                 yield event.pcm
             if event.final:
@@ -107,7 +114,14 @@ class Job:
         """`n_bytes` of audio were handed to the transport."""
         if self._first_audio_s is None and n_bytes:
             self._first_audio_s = time.monotonic() - self.arrival.mono
+            self._account_first_audio()
         self._audio_bytes += n_bytes
+
+    def _account_first_audio(self) -> None:
+        spent = phases(stamp(self._marks, "sent"))
+        metrics.observe_first_audio(spent)
+        log.debug("request %s: first audio after %.0f ms: %s", self.id, 1000 * self._first_audio_s,
+                  ", ".join(f"{name} {1000 * s:.0f}" for name, s in spent.items()))
 
     def finish(self, status: int) -> None:
         """Account for the outcome once; any outcome but success also frees the request in the stages."""

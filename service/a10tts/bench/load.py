@@ -30,6 +30,10 @@ class Target:
     num_tokens: int | None = None  # a10tts only: fixed speech-token count per request
     api_key: str | None = None
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -52,7 +56,7 @@ class Sample:
 
 
 def _request(target: Target, text: str, prompt: Prompt) -> dict:
-    headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
+    headers = target.headers
     if target.api == "openai":
         body = {"model": "CosyVoice2-0.5B", "input": text, "voice": target.voice,
                 "response_format": "pcm", "stream": target.stream}

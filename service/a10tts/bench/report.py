@@ -36,9 +36,11 @@ class LevelStats:
     rtf_max: float | None
     stalled_streams: int  # streams whose playback would have paused (lag > 50 ms)
     audio_s_per_wall_s: float
+    first_audio_phases_ms: dict[str, float] | None = None  # server-side means (bench/phases.py)
 
     @classmethod
-    def of(cls, label: str, concurrency: int, samples: list[Sample], wall_s: float) -> "LevelStats":
+    def of(cls, label: str, concurrency: int, samples: list[Sample], wall_s: float,
+           phases_ms: dict[str, float] | None = None) -> "LevelStats":
         ok = [s for s in samples if s.ok]
         ttfa = [s.ttfa_s for s in ok if s.ttfa_s is not None]
         latency = [s.total_s for s in ok]
@@ -50,6 +52,7 @@ class LevelStats:
             rtf_p50=percentile(rtf, 50), rtf_max=max(rtf) if rtf else None,
             stalled_streams=sum(1 for s in ok if (s.max_lag_s or 0.0) > 0.05),
             audio_s_per_wall_s=sum(s.audio_s for s in ok) / wall_s if wall_s else 0.0,
+            first_audio_phases_ms=phases_ms,
         )
 
 
@@ -73,6 +76,22 @@ def markdown(levels: list[LevelStats]) -> str:
             f"{_ms(s.ttfa_p95)} | {_ms(s.ttfa_p99)} | {_num(s.latency_p50, 2)} | {_num(s.rtf_p50)} | "
             f"{_num(s.rtf_max)} | {s.stalled_streams} | {s.audio_s_per_wall_s:.2f} |"
         )
+    return "\n".join(lines) + _phases_markdown(levels)
+
+
+def _phases_markdown(levels: list[LevelStats]) -> str:
+    """The server's own account of the TTFA, where the server gives one."""
+    measured = [s for s in levels if s.first_audio_phases_ms]
+    if not measured:
+        return ""
+    names = list(dict.fromkeys(name for s in measured for name in s.first_audio_phases_ms))
+    lines = ["", "", "Server-side time to first audio, mean ms per phase:", "",
+             "| label | concurrency | " + " | ".join(names) + " | sum |",
+             "|---|---|" + "---|" * (len(names) + 1)]
+    for s in measured:
+        phases = s.first_audio_phases_ms
+        cells = " | ".join(_num(phases.get(name), 1) for name in names)
+        lines.append(f"| {s.label} | {s.concurrency} | {cells} | {sum(phases.values()):.1f} |")
     return "\n".join(lines)
 
 

@@ -71,6 +71,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     from ..bench.corpus import prompts
     from ..bench.load import Target, run_level
+    from ..bench.phases import mean_ms, read_totals
     from ..bench.report import LevelStats, write_json
 
     if args.api == "openai" and not args.voice:
@@ -95,10 +96,12 @@ def _bench(args: argparse.Namespace) -> int:
         for concurrency in args.concurrency:
             count = args.requests or max(8, 4 * concurrency)
             task = progress.add_task(f"concurrency {concurrency}", total=count)
+            before = read_totals(target.url, target.headers)
             level, wall = asyncio.run(run_level(target, voices, concurrency, count, langs,
                                                 lambda s: progress.advance(task)))
+            phases = mean_ms(before, read_totals(target.url, target.headers))
             samples += level
-            levels.append(LevelStats.of(args.label, concurrency, level, wall))
+            levels.append(LevelStats.of(args.label, concurrency, level, wall, phases))
     _report(args, levels)
     meta = {"url": target.url, "api": args.api, "stream": args.stream, "num_tokens": args.num_tokens,
             "label": args.label, "langs": list(langs), "date": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -35,6 +35,16 @@ class Chunk:
         return not self.finalize
 
 
+def aligned_first_hop(prompt_tokens: int, first_hop: int) -> int:
+    """The first hop padded so that prompt + hop ends on a multiple of the hop, as upstream."""
+    return math.ceil((prompt_tokens + first_hop) / first_hop) * first_hop - prompt_tokens
+
+
+def first_chunk_tokens(prompt_tokens: int, first_hop: int, lookahead: int) -> int:
+    """Speech tokens a streamed request needs before its first chunk can be vocoded."""
+    return aligned_first_hop(prompt_tokens, first_hop) + lookahead
+
+
 @dataclass
 class ChunkPlan:
     """Decides the next chunk of one request from how many tokens the LM has produced."""
@@ -53,9 +63,7 @@ class ChunkPlan:
         """The next chunk to synthesise, or None while more tokens are needed."""
         if self.done:
             return None
-        hop = self.hop
-        if self.offset == 0:  # align prompt + first hop to a hop boundary, as upstream
-            hop += math.ceil(self.prompt_tokens / self.first_hop) * self.first_hop - self.prompt_tokens
+        hop = aligned_first_hop(self.prompt_tokens, self.first_hop) if self.offset == 0 else self.hop
         if available - self.offset >= hop + self.lookahead:
             chunk = Chunk(end=self.offset + hop + self.lookahead, offset=self.offset, finalize=False)
             self.offset += hop

@@ -29,6 +29,8 @@ from a10tts.engine.frontend import PromptFeatures
 from a10tts.engine.hift import HiFTGenerator
 from a10tts.engine.streaming import Chunk, ChunkPlan, VocoderCache, join_chunk, vocoder_input
 
+from .first_audio import stamp
+
 log = logging.getLogger(__name__)
 
 
@@ -57,6 +59,7 @@ class DecodeRequest:
     generator: torch.Generator
     first_hop: int
     lookahead: int
+    marks: dict[str, float] = field(default_factory=dict)  # until the first chunk is vocoded (first_audio.py)
     tokens: list[list[int]] = field(init=False)  # received, per segment
     finished: list[bool] = field(init=False)  # per segment: all its tokens received
     segment: int = 0  # the segment being vocoded
@@ -83,6 +86,8 @@ class DecodeRequest:
             raise ValueError(f"tokens for segment {segment} of request {self.request_id} are out of order")
         self.tokens[segment] += tokens
         self.finished[segment] = finished
+        if self.seq == 0 and self.pending is None:  # the first chunk may be ready with these
+            stamp(self.marks, "chunk_ready")
 
     def plan_next(self) -> bool:
         """Plan the next chunk unless one is pending; True if one is. Segments that ended
@@ -137,11 +142,12 @@ class DecodeBatcher:
 
     def start(
         self, request_id: str, reply_to: int, prompt: PromptFeatures, *, stream: bool, speed: float,
-        num_segments: int, seed: int | None,
+        num_segments: int, seed: int | None, marks: dict[str, float] | None = None,
     ) -> DecodeRequest:
         request = DecodeRequest(
             request_id, reply_to, prompt.to(self.device), stream, speed, num_segments,
             hift_generator(seed, self.device), self.first_hop_tokens, self.flow.pre_lookahead_len,
+            dict(marks or {}),
         )
         self.requests[request_id] = request
         return request
@@ -168,6 +174,9 @@ class DecodeBatcher:
         if not batch:
             return audio, []
         chunks = [r.pending for r in batch]
+        firsts = [r for r in batch if r.seq == 0]
+        for request in firsts:
+            stamp(request.marks, "vocode_start")
         started = time.perf_counter()
         try:
             samples = self.vocode(batch, chunks)
@@ -175,6 +184,8 @@ class DecodeBatcher:
             for request in batch:
                 del self.requests[request.request_id]
             return audio, [(request, exc) for request in batch]
+        for request in firsts:
+            stamp(request.marks, "vocoded")
         log.debug("vocoded %d chunks (longest %d tokens, %d waiting) in %.1f ms", len(batch),
                   max(c.end for c in chunks), len(ready) - len(batch), 1000 * (time.perf_counter() - started))
         for request, chunk, wave in zip(batch, chunks, samples):

@@ -65,7 +65,7 @@ class DecodeWorker:
             return
         self.batcher.start(
             message.request_id, message.reply_to, prompt, stream=message.stream, speed=message.speed,
-            num_segments=message.num_segments, seed=message.seed,
+            num_segments=message.num_segments, seed=message.seed, marks=message.marks,
         )
 
     def add_tokens(self, batch: TokenBatch) -> None:
@@ -81,7 +81,8 @@ class DecodeWorker:
 
     def send(self, audio: Audio) -> None:
         request = audio.request
-        chunk = AudioChunk(request.request_id, audio.seq, pcm16(audio.samples), audio.final)
+        marks = request.marks if audio.seq == 0 else {}
+        chunk = AudioChunk(request.request_id, audio.seq, pcm16(audio.samples), audio.final, marks)
         if not self.stage.reply(request.reply_to, chunk):  # its HTTP worker is gone: stop the work
             self.batcher.cancel(request.request_id)
             self.stage.outbox.send(self.stage.endpoints.llm, Cancel(request.request_id))

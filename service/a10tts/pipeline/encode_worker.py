@@ -9,6 +9,7 @@ what to fix for bad input, 404 for an unknown voice, 500 for a bug.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
@@ -76,6 +77,7 @@ class RequestEncoder:
             seed=request.seed,
             num_tokens=request.num_tokens,
             arrival=request.arrival,
+            encoded=time.time(),
         )
         return message, encoded_tensors(segments)
 

@@ -37,6 +37,7 @@ class EncodedRequest(msgspec.Struct, tag="encoded", frozen=True):
     seed: int | None
     num_tokens: int | None
     arrival: float = 0.0  # time.time() at the HTTP worker: the LM measures the queue time
+    encoded: float = 0.0  # time.time() when the encode stage sent it
 
 
 class DecodeStart(msgspec.Struct, tag="decode_start", frozen=True):
@@ -48,6 +49,7 @@ class DecodeStart(msgspec.Struct, tag="decode_start", frozen=True):
     stream: bool
     speed: float
     seed: int | None
+    marks: dict[str, float] = {}  # arrival, encoded, first_token (first_audio.py)
 
 
 class TokenDelta(msgspec.Struct, array_like=True, frozen=True):

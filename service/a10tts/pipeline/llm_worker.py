@@ -20,9 +20,12 @@ from a10tts.api.metrics import QUEUE_TIME
 from a10tts.config import Config
 from a10tts.engine.kv_cache import KVCache
 from a10tts.engine.llm import CosyVoice2LM
+from a10tts.engine.flow.flow import lookahead_tokens
 from a10tts.engine.model_dir import ModelDir
 from a10tts.engine.sampling import make_generator
+from a10tts.engine.streaming import first_chunk_tokens
 
+from .first_audio import stamp
 from .internal import LLM_INBOX, PROMPT_TENSORS, DecodeStart, EncodedRequest, TokenBatch, TokenDelta, segment_texts
 from .messages import Cancel
 from .scheduler import LMRequest, Scheduler, SchedulerLimits, StepResult
@@ -85,11 +88,25 @@ class Route:
     decode: int | None = None  # its decode worker, once started
 
 
+@dataclass(frozen=True)
+class ChunkShape:
+    """How the decode stage cuts a streamed request's first chunk: the LM paces after it."""
+
+    first_hop: int
+    lookahead: int
+
+    def first_chunk(self, prompt_tokens: int) -> int:
+        return first_chunk_tokens(prompt_tokens, self.first_hop, self.lookahead)
+
+
 class LLMWorker:
-    def __init__(self, stage: Stage, scheduler: Scheduler, device: torch.device, num_decoders: int) -> None:
+    def __init__(
+        self, stage: Stage, scheduler: Scheduler, device: torch.device, num_decoders: int, chunks: ChunkShape
+    ) -> None:
         self.stage = stage
         self.scheduler = scheduler
         self.device = device
+        self.chunks = chunks
         self.routes: dict[str, Route] = {}
         self.decode_load = [0] * num_decoders
         self.early_cancels: OrderedDict[str, None] = OrderedDict()
@@ -132,6 +149,7 @@ class LLMWorker:
                 stream=message.stream,
             )
             prompt = {name: tensors[name] for name in PROMPT_TENSORS}
+            request.burst_tokens = self.chunks.first_chunk(len(prompt["prompt_speech_tokens"]))
             self.scheduler.add(request)
         except KeyError as exc:
             self.stage.fail(rid, message.reply_to, 500, f"the encode stage sent no {exc} tensor")
@@ -182,7 +200,8 @@ class LLMWorker:
         route.decode = min(range(len(self.decode_load)), key=self.decode_load.__getitem__)
         self.decode_load[route.decode] += 1
         m = route.message
-        start = DecodeStart(m.request_id, m.reply_to, m.num_segments, m.stream, m.speed, m.seed)
+        marks = stamp({"arrival": m.arrival, "encoded": m.encoded}, "first_token")  # prefilled this step
+        start = DecodeStart(m.request_id, m.reply_to, m.num_segments, m.stream, m.speed, m.seed, marks)
         sent = self.stage.outbox.send(self.stage.endpoints.decode(route.decode), start, route.prompt)
         route.prompt = {}
         return sent
@@ -207,14 +226,16 @@ def main(spec: StageSpec) -> None:
     config = spec.config
     stage = Stage(spec, spec.endpoints.llm, LLM_INBOX)
     device = device_of(spec)
-    model = ModelDir.open(spec.model_dir).load("llm", device, dtype_of(config, "llm", device))
+    model_dir = ModelDir.open(spec.model_dir)
+    model = model_dir.load("llm", device, dtype_of(config, "llm", device))
     cache = new_cache_for(model, config, device)
     if device.type == "cuda" and config.llm.cuda_graphs:
         model.enable_cuda_graphs(cache, min(config.llm.cuda_graph_max_batch_size, cache.num_slots),
                                  compile=config.llm.torch_compile)
     scheduler = Scheduler(model, cache, SchedulerLimits.from_config(config))
     num_decoders = spec.counts.get("decode", config.decode.processes)
+    chunks = ChunkShape(config.decode.first_hop_tokens, lookahead_tokens(model_dir.hparams["flow"].args))
     try:
-        LLMWorker(stage, scheduler, device, num_decoders).run()
+        LLMWorker(stage, scheduler, device, num_decoders, chunks).run()
     finally:
         stage.close()

@@ -42,6 +42,7 @@ class AudioChunk(msgspec.Struct, tag="audio", frozen=True):
     seq: int
     pcm: bytes  # little-endian int16, mono, 24 kHz
     final: bool
+    marks: dict[str, float] = {}  # on the first chunk: when each stage passed it (first_audio.py)
 
 
 class RequestFailed(msgspec.Struct, tag="failed", frozen=True):

@@ -12,9 +12,9 @@ segment ends. Each ``step``:
 3. samples one token per row with the request's own generator, so a seeded request gives the
    same tokens alone or in any batch.
 
-Streaming requests are paced: once a request has the tokens of its first chunks
-(``stream_burst_tokens``), it runs at most ``stream_pace`` times faster than real time and sits
-out the steps in between. Its audio is not due sooner, and the GPU time the LM leaves goes to
+Streaming requests are paced: once a request has the tokens of its first chunk
+(``LMRequest.burst_tokens``), it runs at most ``stream_pace`` times faster than real time and
+sits out the steps in between. Its audio is not due sooner, and the GPU time the LM leaves goes to
 the decode stage, which shares the GPU: first chunks of other requests come sooner. A step with
 no runnable request is not taken (``next_step_in`` says when one will be).
 
@@ -53,7 +53,6 @@ class SchedulerLimits:
     prefill_token_budget: int
     schedule_interval_steps: int
     stream_pace: float = 0.0  # times real time; 0: streaming requests run as fast as they can
-    stream_burst_tokens: int = 0  # tokens a streaming request gets before pacing starts
 
     @classmethod
     def from_config(cls, config: Config) -> SchedulerLimits:
@@ -63,9 +62,6 @@ class SchedulerLimits:
             prefill_token_budget=config.llm.prefill_token_budget,
             schedule_interval_steps=config.llm.schedule_interval_steps,
             stream_pace=config.llm.stream_pace,
-            # The first chunk (first hop, an alignment pad shorter than a hop, 3 look-ahead
-            # tokens) and one hop more.
-            stream_burst_tokens=3 * config.decode.first_hop_tokens,
         )
 
 
@@ -78,6 +74,7 @@ class LMRequest:
     generator: torch.Generator
     num_tokens: int | None = None  # fixed tokens per segment (benchmarks)
     stream: bool = False  # paced (SchedulerLimits.stream_pace)
+    burst_tokens: int = 0  # a streaming request's tokens before pacing: those of its first chunk
     segment: int = 0
     slot: int | None = None
     needs_prefill: bool = True
@@ -144,7 +141,7 @@ class Scheduler:
         pace = self.limits.stream_pace * SPEECH_TOKENS_PER_SECOND
         if not (pace and request.stream) or request.admitted_at is None:
             return float("-inf")
-        return request.admitted_at + (request.emitted - self.limits.stream_burst_tokens) / pace
+        return request.admitted_at + (request.emitted - request.burst_tokens) / pace
 
     def load(self) -> dict[str, float]:
         return {

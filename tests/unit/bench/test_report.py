@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from a10tts.bench.load import Sample
+from a10tts.bench.phases import mean_ms, read_totals
 from a10tts.bench.report import LevelStats, markdown, percentile, write_json, write_plot
 
 
@@ -67,3 +68,16 @@ def test_combine_rejects_a_file_that_is_not_a_bench_run(tmp_path: Path, capsys: 
     assert "not a JSON file written by `a10tts bench --json`" in capsys.readouterr().err
     assert main(["bench", "--combine", str(tmp_path / "missing.json")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_phase_means_are_per_level_and_only_where_the_server_has_them() -> None:
+    before = {"encode": (1.0, 10.0), "vocode": (5.0, 10.0)}
+    after = {"encode": (1.2, 14.0), "vocode": (5.4, 14.0), "deliver": (0.004, 4.0)}
+    assert mean_ms(before, after) == pytest.approx({"encode": 50.0, "vocode": 100.0, "deliver": 1.0})
+    assert mean_ms(None, after) is None and mean_ms(before, before) is None
+    assert read_totals("http://127.0.0.1:9") is None  # nothing listens there: no breakdown, no error
+    stats = LevelStats.of("x", 1, [sample(0.2, 1.0, 2.0)], 1.0, phases_ms={"encode": 5.0, "vocode": 95.0})
+    table = markdown([stats, LevelStats.of("other server", 1, [sample(0.3, 1.0, 2.0)], 1.0)])
+    assert table.splitlines()[-1] == "| x | 1 | 5.0 | 95.0 | 100.0 |"
+    assert "other server" not in table.split("mean ms per phase")[1]
+

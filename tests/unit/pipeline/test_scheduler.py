@@ -218,7 +218,7 @@ class FakeClock:
 
 def paced_scheduler(model: CosyVoice2LM, clock: FakeClock, interval: int = 1) -> Scheduler:
     # 2.56 x real time = 64 tokens/s: steps of 1/64 s, exact in binary
-    limits = SchedulerLimits(8, 16, 4096, interval, stream_pace=2.56, stream_burst_tokens=5)
+    limits = SchedulerLimits(8, 16, 4096, interval, stream_pace=2.56)
     return Scheduler(model, model.new_kv_cache(num_slots=8, capacity=256), limits, clock=clock)
 
 
@@ -226,7 +226,7 @@ def test_streaming_requests_are_paced_after_their_burst(model: CosyVoice2LM) -> 
     clock = FakeClock()
     scheduler = paced_scheduler(model, clock)
     stream, batch = make_request("s", num_tokens=30), make_request("b", num_tokens=30)
-    stream.stream = True  # "b" is not streaming: never paced
+    stream.stream, stream.burst_tokens = True, 5  # "b" is not streaming: never paced
     scheduler.add(stream)
     scheduler.add(batch)
     tokens: dict[str, list[int]] = {"s": [], "b": []}
@@ -254,7 +254,7 @@ def test_a_paced_request_does_not_hold_back_admission(model: CosyVoice2LM) -> No
     clock = FakeClock()
     scheduler = paced_scheduler(model, clock, interval=1000)
     stream = make_request("s", num_tokens=30)
-    stream.stream = True
+    stream.stream, stream.burst_tokens = True, 5
     scheduler.add(stream)
     while scheduler.next_step_in() == 0:
         scheduler.step()

@@ -40,6 +40,11 @@ def _on_device(flag: bool | Tensor, device: torch.device) -> bool | Tensor:
     return flag.to(device=device, dtype=torch.bool) if isinstance(flag, Tensor) else bool(flag)
 
 
+def lookahead_tokens(args: Mapping[str, Any]) -> int:
+    """Tokens past a streamed chunk that shape its last frames (the yaml's ``flow.pre_lookahead_len``)."""
+    return args.get("pre_lookahead_len", 3)
+
+
 class FlowModel(nn.Module):
     """Upstream ``CausalMaskedDiffWithXvec`` (inference only); same state-dict keys."""
 
@@ -74,7 +79,7 @@ class FlowModel(nn.Module):
             for key in ("input_size", "output_size", "spk_embed_dim", "vocab_size")
         }
         token_mel_ratio = args.get("token_mel_ratio", 2)
-        pre_lookahead_len = args.get("pre_lookahead_len", 3)
+        pre_lookahead_len = lookahead_tokens(args)
         encoder_args = nested_args(args, "encoder", where, expected_class="UpsampleConformerEncoder")
         decoder_args = nested_args(args, "decoder", where, expected_class="CausalConditionalCFM")
         return cls(
