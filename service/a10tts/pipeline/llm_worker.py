@@ -27,6 +27,7 @@ from a10tts.engine.streaming import first_chunk_tokens
 
 from .first_audio import stamp
 from .internal import LLM_INBOX, PROMPT_TENSORS, DecodeStart, EncodedRequest, TokenBatch, TokenDelta, segment_texts
+from .memory_plan import kv_budget_bytes, service_used_bytes
 from .messages import Cancel
 from .scheduler import LMRequest, Scheduler, SchedulerLimits, StepResult
 from .spec import StageSpec
@@ -34,21 +35,20 @@ from .stage import RequestError, Stage, device_of, dtype_of, setup_logging
 
 log = logging.getLogger(__name__)
 
-AUTO_KV_SHARE = 0.4  # of the GPU memory left under the limit; decode workers need the rest
 CPU_AUTO_KV_TOKENS = 32768
 EARLY_CANCELS = 1024  # cancels of requests not here yet (still encoding), remembered to drop them
 
 
 def kv_slots(
-    setting: int | str, *, max_request_tokens: int, max_running: int, bytes_per_token: int, free_bytes: int | None
+    setting: int | str, *, max_request_tokens: int, max_running: int, bytes_per_token: int, budget_bytes: int | None
 ) -> int:
     """KV-cache slots of ``max_request_tokens`` each: ``kv_cache_tokens`` worth, never more than can run.
 
-    ``"auto"`` takes ``AUTO_KV_SHARE`` of ``free_bytes`` (GPU memory still free under the limit),
-    or ``CPU_AUTO_KV_TOKENS`` when ``free_bytes`` is None (CPU).
+    ``"auto"`` fills ``budget_bytes`` (``memory_plan.kv_budget_bytes``), or takes
+    ``CPU_AUTO_KV_TOKENS`` when it is None (CPU).
     """
     if setting == "auto":
-        tokens = CPU_AUTO_KV_TOKENS if free_bytes is None else int(free_bytes * AUTO_KV_SHARE) // bytes_per_token
+        tokens = CPU_AUTO_KV_TOKENS if budget_bytes is None else budget_bytes // bytes_per_token
     else:
         tokens = int(setting)
     slots = min(tokens // max_request_tokens, max_running)
@@ -61,12 +61,17 @@ def kv_slots(
     return slots
 
 
-def new_cache_for(model: CosyVoice2LM, config: Config, device: torch.device) -> KVCache:
-    free_bytes = None
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        limit = int(config.memory.gpu_memory_limit_gib * 2**30) - torch.cuda.memory_reserved(device)
-        free_bytes = max(0, min(free, limit))
+def new_cache_for(
+    model: CosyVoice2LM, config: Config, device: torch.device, baseline: dict[str, int] | None
+) -> KVCache:
+    budget = None
+    if device.type == "cuda" and config.llm.kv_cache_tokens == "auto":
+        budget = kv_budget_bytes(
+            limit_bytes=int(config.memory.gpu_memory_limit_gib * 2**30),
+            free_bytes=torch.cuda.mem_get_info(device)[0],
+            service_used=service_used_bytes(device, baseline),
+            own_reserved=torch.cuda.memory_reserved(device),
+        )
     qwen = model.qwen_config
     element_size = model.llm_decoder.weight.element_size()
     slots = kv_slots(
@@ -74,8 +79,11 @@ def new_cache_for(model: CosyVoice2LM, config: Config, device: torch.device) -> 
         max_request_tokens=config.llm.max_request_tokens,
         max_running=config.llm.max_running_requests,
         bytes_per_token=2 * qwen.num_hidden_layers * qwen.num_key_value_heads * qwen.head_dim * element_size,
-        free_bytes=free_bytes,
+        budget_bytes=budget,
     )
+    if budget is not None:
+        log.info("KV cache: %d slots of %d tokens (auto: %.2f GiB may go to it)", slots,
+                 config.llm.max_request_tokens, budget / 2**30)
     return model.new_kv_cache(num_slots=slots, capacity=config.llm.max_request_tokens)
 
 
@@ -228,7 +236,7 @@ def main(spec: StageSpec) -> None:
     device = device_of(spec)
     model_dir = ModelDir.open(spec.model_dir)
     model = model_dir.load("llm", device, dtype_of(config, "llm", device))
-    cache = new_cache_for(model, config, device)
+    cache = new_cache_for(model, config, device, spec.gpu_baseline_used)
     if device.type == "cuda" and config.llm.cuda_graphs:
         model.enable_cuda_graphs(cache, min(config.llm.cuda_graph_max_batch_size, cache.num_slots),
                                  compile=config.llm.torch_compile)

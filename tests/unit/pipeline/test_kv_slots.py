@@ -1,17 +1,19 @@
-"""How many KV-cache slots the LM worker allocates."""
+"""How many KV-cache slots the LM worker allocates, and how much memory "auto" gives them."""
 
 from __future__ import annotations
 
 import pytest
 
-from a10tts.pipeline.llm_worker import AUTO_KV_SHARE, CPU_AUTO_KV_TOKENS, kv_slots
+from a10tts.pipeline.llm_worker import CPU_AUTO_KV_TOKENS, kv_slots
+from a10tts.pipeline.memory_plan import AUTO_KV_SHARE, OWN_MEMORY_KV_SHARE, kv_budget_bytes, used_bytes_by_gpu
 
 PER_TOKEN = 12288  # CosyVoice2-0.5B in bf16: 2 x 24 layers x 2 KV heads x 64 x 2 bytes
+GIB = 2**30
 
 
-def slots(setting, *, free_bytes=None, max_request_tokens=4096, max_running=32) -> int:
+def slots(setting, *, budget_bytes=None, max_request_tokens=4096, max_running=32) -> int:
     return kv_slots(setting, max_request_tokens=max_request_tokens, max_running=max_running,
-                    bytes_per_token=PER_TOKEN, free_bytes=free_bytes)
+                    bytes_per_token=PER_TOKEN, budget_bytes=budget_bytes)
 
 
 def test_explicit_tokens_make_whole_slots_capped_by_max_running() -> None:
@@ -25,14 +27,32 @@ def test_auto_on_cpu_is_small_and_fixed() -> None:
     assert slots("auto", max_request_tokens=1024, max_running=4) == 4
 
 
-def test_auto_on_gpu_takes_a_share_of_the_free_memory() -> None:
-    free = 2 * 2**30
-    assert slots("auto", free_bytes=free, max_running=1000) == int(free * AUTO_KV_SHARE) // PER_TOKEN // 4096
-    assert slots("auto", free_bytes=20 * 2**30) == 32  # an A10 under its limit: every running request fits
+def test_auto_on_gpu_fills_the_budget() -> None:
+    assert slots("auto", budget_bytes=2 * GIB, max_running=1000) == 2 * GIB // PER_TOKEN // 4096
+    assert slots("auto", budget_bytes=16 * GIB) == 32  # an A10 under its limit: every running request fits
+
+
+def test_the_budget_is_a_share_of_what_the_service_left_under_the_limit() -> None:
+    # 16 GiB limit, the other stages and the LM's weights hold 10 GiB: 6 GiB left
+    budget = kv_budget_bytes(limit_bytes=16 * GIB, free_bytes=60 * GIB, service_used=10 * GIB, own_reserved=GIB)
+    assert budget == int(6 * GIB * AUTO_KV_SHARE)
+    # another tenant holds most of the card: what is free bounds it
+    assert kv_budget_bytes(limit_bytes=16 * GIB, free_bytes=2 * GIB, service_used=10 * GIB,
+                           own_reserved=GIB) == int(2 * GIB * AUTO_KV_SHARE)
+    # the service is over its limit already: nothing, and kv_slots says what to change
+    assert kv_budget_bytes(limit_bytes=8 * GIB, free_bytes=60 * GIB, service_used=9 * GIB, own_reserved=GIB) == 0
+    with pytest.raises(ValueError, match="memory.gpu_memory_limit_gib"):
+        slots("auto", budget_bytes=0)
+
+
+def test_without_nvml_only_the_lm_s_own_memory_is_known_and_it_leaves_more_room() -> None:
+    budget = kv_budget_bytes(limit_bytes=16 * GIB, free_bytes=60 * GIB, service_used=None, own_reserved=2 * GIB)
+    assert budget == int(14 * GIB * OWN_MEMORY_KV_SHARE)
+    assert used_bytes_by_gpu() is None or all(v >= 0 for v in used_bytes_by_gpu().values())
 
 
 def test_no_room_for_one_request_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="less than one request of llm.max_request_tokens = 4096"):
         slots(2048)
     with pytest.raises(ValueError, match="memory.gpu_memory_limit_gib"):
-        slots("auto", free_bytes=10 * 2**20)
+        slots("auto", budget_bytes=10 * 2**20)
