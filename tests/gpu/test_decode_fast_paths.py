@@ -111,3 +111,54 @@ def test_flow_graphs_equal_eager_for_ragged_streaming_batches() -> None:
     for row, call in enumerate(range(3)):
         expected = case[f"flow{call}_mel"][0]
         assert (graphed[row, :, : expected.shape[1]] - expected).abs().max().item() < 1e-4
+
+
+def test_hift_graphs_equal_eager_with_padding_rows_and_frames() -> None:
+    torch.backends.cudnn.allow_tf32 = False  # compare fp32 with fp32
+    hift = ModelDir.open(GOLDEN / "tiny_model").load("hift", "cuda", torch.float32)
+    hop = hift.samples_per_frame
+    g = torch.Generator(device="cuda").manual_seed(5)
+    lengths = torch.tensor([37, 60, 1], device="cuda")  # batch 3 -> bucket 4 (a padding row), 60 -> 75 frames
+    mel = torch.randn(3, 80, 60, device="cuda", generator=g) * 2 - 5
+    source = torch.randn(3, 1, 60 * hop, device="cuda", generator=g) * 0.1
+    for row, n in enumerate(lengths.tolist()):  # zero-padded, as pad_sequence leaves it
+        mel[row, :, n:], source[row, :, n * hop :] = 0, 0
+    eager = hift.decode(mel, source, lengths)
+    tol = 1e-5  # cuDNN's fp32 convolutions are not bitwise deterministic, eager (4e-7 here) or replayed
+
+    hift.enable_cuda_graphs(max_batch_size=4, max_frames=100)
+    graphs = hift._graphs
+    assert sorted(graphs._graphs) == [(b, t) for b in (1, 2, 4) for t in (25, 50, 75, 100)]
+    graphed, again = graphs(mel, source, lengths), graphs(mel, source, lengths)
+    full = graphs(mel, source)  # no lengths: every row its full 60 frames
+    assert graphed.shape == eager.shape and torch.isfinite(graphed).all()
+    assert (graphed - eager).abs().max().item() < tol
+    assert (graphed - again).abs().max().item() < tol
+    assert (full - hift.decode(mel, source)).abs().max().item() < tol
+    for row, n in enumerate(lengths.tolist()):  # each row as when it is vocoded alone
+        alone = hift.decode(mel[row : row + 1, :, :n], source[row : row + 1, :, : n * hop])[0]
+        assert (graphed[row, : n * hop] - alone).abs().max().item() < tol
+        assert not graphed[row, n * hop :].any()
+
+    # inference (f0 and excitation eager, decode from the graph) equals eager inference
+    def infer() -> tuple[torch.Tensor, torch.Tensor]:
+        generators = [torch.Generator(device="cuda").manual_seed(s) for s in (1, 2, 3)]
+        cache = [torch.zeros(1, 0, device="cuda"), torch.full((1, 3840), 0.25, device="cuda"),
+                 torch.zeros(1, 0, device="cuda")]
+        return hift.inference(mel, lengths, cache_source=cache, generator=generators)
+
+    speech, excitation = infer()
+    hift._graphs = None
+    eager_speech, eager_excitation = infer()
+    assert torch.equal(excitation, eager_excitation)
+    assert (speech - eager_speech).abs().max().item() < tol
+
+    # beyond the largest bucket (101 frames > 100, batch 5 > 4) the decode runs eagerly
+    long_mel = torch.randn(2, 80, 101, device="cuda", generator=g)
+    long_source = torch.randn(2, 1, 101 * hop, device="cuda", generator=g) * 0.1
+    rows = [0, 1, 2, 0, 1]
+    assert graphs.bucket(2, 101) is None and graphs.bucket(5, 60) is None
+    assert (graphs(long_mel, long_source) - hift.decode(long_mel, long_source)).abs().max().item() < tol
+    wide = graphs(mel[rows], source[rows], lengths[rows])
+    assert (wide - hift.decode(mel[rows], source[rows], lengths[rows])).abs().max().item() < tol
+    assert len(graphs._graphs) == 12  # nothing captured for them

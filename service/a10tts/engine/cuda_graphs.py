@@ -1,18 +1,21 @@
-"""CUDA graphs: the LM decode step per batch bucket, the flow's Euler step per batch x frames bucket.
+"""CUDA graphs: the LM decode step per batch bucket; the flow's Euler step and HiFT's decode
+network per batch x frames bucket.
 
 A decode step of a 0.5B LM is a few hundred small kernels; launched one by one from Python it
 takes tens of milliseconds, while the GPU needs well under one. Replaying a captured graph
 launches them all at once. Inputs live in static buffers: each step copies the batch's tokens,
 slots and positions in; padding rows use the cache's scratch slot, so they never touch a live
-request. Batches larger than the largest bucket run eagerly.
+request. Batches larger than the largest bucket run eagerly. The flow, and HiFT at small
+batches, are launch-bound the same way at streaming chunk sizes (``_BucketGraphs``).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,6 +26,7 @@ from .kv_cache import DecodeBatch, KVCache
 
 if TYPE_CHECKING:
     from .flow.cfm import CausalConditionalCFM
+    from .hift import HiFTGenerator
 
 log = logging.getLogger(__name__)
 
@@ -85,39 +89,121 @@ class DecodeGraphs:
         return self._outputs[bucket][:size].clone()
 
 
-_FLOW_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
+_FRAME_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
 
 
-class FlowGraphs:
+@functools.cache
+def _shared_pool() -> tuple[int, int]:
+    """The memory pool of every flow and HiFT graph of the process.
+
+    Their graphs keep nothing alive in it (inputs and outputs are static buffers outside it) and
+    a decode process replays one graph at a time on one stream, so any capture may reuse all of
+    it: the pool is as large as the largest graph's scratch memory, not the sum over graphs.
+    """
+    return torch.cuda.graph_pool_handle()
+
+
+class _BucketGraphs:
+    """CUDA graphs per (batch, frames) bucket: what FlowGraphs and HiftGraphs share.
+
+    Inputs are padded up to their bucket, zero frames at the end and masked rows below; both
+    models leave a row's own frames unchanged under such padding, so a few buckets serve every
+    input. A static input or output is a prefix view of one flat buffer per name shared by every
+    bucket (one replay at a time), so all buckets cost the memory of the largest.
+    """
+
+    name = "bucket"  # for the logs
+
+    def __init__(self, max_batch_size: int, frame_step: int, max_frames: int | None = None,
+                 max_batch_frames: int | None = None) -> None:
+        self.batch_buckets = [b for b in _FRAME_BATCH_BUCKETS if b < max_batch_size] + [max_batch_size]
+        self.frame_step = frame_step
+        # Buckets past these bounds run eagerly; None: captured on first use, however large.
+        self.max_frames = None if max_frames is None else self._bucket_frames(max_frames)
+        self.max_batch_frames = max_batch_frames  # of batch x frames
+        self._graphs: dict[tuple[int, int], _Captured] = {}
+        self._buffers: dict[str, Tensor] = {}
+
+    def _bucket_frames(self, frames: int) -> int:
+        return -(-frames // self.frame_step) * self.frame_step
+
+    def bucket(self, batch: int, frames: int) -> tuple[int, int] | None:
+        """The (batch, frames) bucket of an input, or None where it runs eagerly."""
+        bucket_b = next((b for b in self.batch_buckets if b >= batch), None)
+        bucket_t = self._bucket_frames(frames)
+        if bucket_b is None or frames < 1 or not self._in_bounds(bucket_b, bucket_t):
+            return None
+        return bucket_b, bucket_t
+
+    def _in_bounds(self, batch: int, frames: int) -> bool:
+        return ((self.max_frames is None or frames <= self.max_frames)
+                and (self.max_batch_frames is None or batch * frames <= self.max_batch_frames))
+
+    def prepare(self, max_frames: int) -> None:
+        """Capture every bucket up to ``max_frames`` frames, largest first so that the later
+        captures reuse its memory and its static buffers."""
+        started = time.perf_counter()
+        top = self._bucket_frames(max_frames if self.max_frames is None else min(max_frames, self.max_frames))
+        buckets = [(b, t) for t in range(top, 0, -self.frame_step) for b in self.batch_buckets]
+        for batch, frames in sorted(buckets, key=lambda bucket: (bucket[0] * bucket[1], bucket), reverse=True):
+            if (batch, frames) not in self._graphs and self._in_bounds(batch, frames):
+                self._capture(batch, frames)
+        log.info("captured %d %s graphs (batch up to %d, frames up to %d) in %.1f s", len(self._graphs), self.name,
+                 self.batch_buckets[-1], top, time.perf_counter() - started)
+
+    def _graph(self, bucket: tuple[int, int]) -> _Captured:
+        return self._graphs.get(bucket) or self._capture(*bucket)
+
+    def _static(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A zeroed, contiguous ``shape`` view at the start of the flat buffer ``name``. A bucket
+        larger than the buffer gets a new one; the graphs captured before keep the old one."""
+        numel = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < numel:
+            buffer = self._buffers[name] = torch.zeros(numel, dtype=dtype, device=device)
+        return buffer[:numel].view(shape).zero_()
+
+    def _build(self, batch: int, frames: int) -> tuple[tuple, Callable[[], None]]:
+        """The static buffers of a bucket and the work its graph captures."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def _capture(self, batch: int, frames: int) -> _Captured:
+        started = time.perf_counter()
+        state, work = self._build(batch, frames)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off-graph: cuDNN, cuBLAS, cuFFT, Triton pick their kernels
+            work()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=_shared_pool()):
+            work()
+        self._graphs[(batch, frames)] = captured = _Captured(graph, state)
+        log.debug("captured the %s for batch %d x %d frames in %.2f s", self.name, batch, frames,
+                  time.perf_counter() - started)
+        return captured
+
+
+class FlowGraphs(_BucketGraphs):
     """CUDA graphs of one Euler step of the flow (an estimator call on the CFG batch and the
     update), per (batch, frames) bucket; a solve replays its bucket's graph once per step.
 
     The estimator is causal in time and masks attention by length, so zero-padding a request
-    at the end (frames) or adding masked rows (batch) leaves its own frames unchanged: a few
-    buckets serve every chunk. One step, not the whole loop, is captured so that a capture is
-    cheap enough to take every bucket up to ``max_frames`` at start-up (``prepare``); a longer
-    input captures its bucket on first use, which the log reports.
+    at the end (frames) or adding masked rows (batch) leaves its own frames unchanged. One step,
+    not the whole loop, is captured so that a capture is cheap enough to take every bucket up to
+    ``max_frames`` at start-up (``prepare``); a longer input captures its bucket on first use,
+    which the log reports.
     """
+
+    name = "flow step"
 
     def __init__(self, cfm: CausalConditionalCFM, max_batch_size: int, frame_step: int = 50,
                  n_timesteps: int = 10, compile: bool = False):
-        self.cfm, self.frame_step, self.n_timesteps = cfm, frame_step, n_timesteps
-        self.batch_buckets = [b for b in _FLOW_BATCH_BUCKETS if b < max_batch_size] + [max_batch_size]
+        super().__init__(max_batch_size, frame_step)
+        self.cfm, self.n_timesteps = cfm, n_timesteps
         if compile:  # fuse the estimator's kernels before capture; one compilation for all buckets
             cfm.estimator.forward = torch.compile(cfm.estimator.forward, dynamic=True)
-        self._graphs: dict[tuple[int, int], _StepGraph] = {}
-        self._pool = None
-
-    def prepare(self, max_frames: int) -> None:
-        """Capture every bucket up to ``max_frames`` frames, largest first so that the later
-        captures reuse its memory pool."""
-        started = time.perf_counter()
-        for frames in range(self._bucket_frames(max_frames), 0, -self.frame_step):
-            for batch in reversed(self.batch_buckets):
-                if (batch, frames) not in self._graphs:
-                    self._capture(batch, frames)
-        log.info("captured %d flow step graphs (up to batch %d x %d frames) in %.1f s", len(self._graphs),
-                 self.batch_buckets[-1], max_frames, time.perf_counter() - started)
 
     @functools.cached_property
     def _time_steps(self) -> tuple[Tensor, Tensor]:
@@ -126,17 +212,14 @@ class FlowGraphs:
         times = self.cfm.time_grid(self.n_timesteps, weight.device)
         return times[:-1], times[1:] - times[:-1]
 
-    def _bucket_frames(self, frames: int) -> int:
-        return -(-frames // self.frame_step) * self.frame_step
-
+    @torch.inference_mode()
     def __call__(self, mu: Tensor, mask: Tensor, spks: Tensor, cond: Tensor,
                  streaming: bool | Tensor = False, n_timesteps: int = 10) -> Tensor:
         batch, _, frames = mu.shape
-        bucket_b = next((b for b in self.batch_buckets if b >= batch), None)
-        if bucket_b is None or n_timesteps != self.n_timesteps:
+        bucket = self.bucket(batch, frames)
+        if bucket is None or n_timesteps != self.n_timesteps:
             return self.cfm(mu, mask, spks, cond, streaming, n_timesteps)
-        bucket_t = self._bucket_frames(frames)
-        step = self._graphs.get((bucket_b, bucket_t)) or self._capture(bucket_b, bucket_t)
+        step = self._graph(bucket)
         x, (s_mu, s_mask, s_spks, s_cond, s_streaming), t, dt = step.state
         for static in (s_mu, s_mask, s_cond, s_spks):
             static.zero_()
@@ -147,7 +230,7 @@ class FlowGraphs:
         s_spks[:batch] = spks
         s_streaming.fill_(False)
         s_streaming[:batch] = streaming
-        x.copy_(self.cfm.noise(bucket_t, mu.device).expand_as(x))
+        x.copy_(self.cfm.noise(bucket[1], mu.device).expand_as(x))
         times, steps = self._time_steps
         for i in range(self.n_timesteps):
             t.copy_(times[i])
@@ -155,40 +238,82 @@ class FlowGraphs:
             step.graph.replay()
         return x[:batch, :, :frames].clone()
 
-    @torch.inference_mode()
-    def _capture(self, batch: int, frames: int) -> _StepGraph:
-        started = time.perf_counter()
+    def _build(self, batch: int, frames: int) -> tuple[tuple, Callable[[], None]]:
         weight = next(self.cfm.estimator.parameters())
         channels, device, dtype = self.cfm.estimator.out_channels, weight.device, weight.dtype
-        x = torch.zeros(batch, channels, frames, device=device, dtype=torch.float32)
+        x = self._static("x", (batch, channels, frames), torch.float32, device)
         inputs = (
-            torch.zeros(batch, channels, frames, device=device, dtype=dtype),
-            torch.ones(batch, 1, frames, device=device, dtype=dtype),
-            torch.zeros(batch, channels, device=device, dtype=dtype),  # spks: projected to mel channels
-            torch.zeros(batch, channels, frames, device=device, dtype=dtype),
-            torch.zeros(batch, device=device, dtype=torch.bool),
+            self._static("mu", (batch, channels, frames), dtype, device),
+            self._static("mask", (batch, 1, frames), dtype, device).fill_(1),
+            self._static("spks", (batch, channels), dtype, device),  # projected to mel channels
+            self._static("cond", (batch, channels, frames), dtype, device),
+            self._static("streaming", (batch,), torch.bool, device),
         )
         t, dt = torch.zeros((), device=device), torch.zeros((), device=device)
 
         def step() -> None:
             x.copy_(self.cfm.euler_step(x, t, dt, self.cfm.guidance_inputs(*inputs)))
 
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up off-graph: cuBLAS and Triton pick their kernels
-            step()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            step()
-        self._pool = graph.pool()
-        self._graphs[(batch, frames)] = captured = _StepGraph(graph, (x, inputs, t, dt))
-        log.debug("captured the flow step for batch %d x %d frames in %.2f s", batch, frames,
-                  time.perf_counter() - started)
-        return captured
+        return (x, inputs, t, dt), step
+
+
+class HiftGraphs(_BucketGraphs):
+    """CUDA graphs of ``HiFTGenerator.decode`` (the upsampling network and inverse STFT), per
+    (batch, frames) bucket; a call replays its bucket's graph once.
+
+    The decode is some 1,200 kernels, most of them small: at streaming chunk sizes launching
+    them costs more than running them. It masks every row to its own length before each
+    convolution, and the (inverse) STFT reflects and overlap-adds per row, so padding frames and
+    padding rows (one valid frame of zeros: finite) leave a row's samples unchanged. The f0
+    predictor and the excitation (per-row RNG, host syncs) stay eager.
+
+    Buckets past ``max_frames`` or ``max_batch_frames`` (batch x frames) run eagerly. On an H100
+    the decode is GPU-bound from about 1,000 batch x frames on (8 x 208 frames: 28 ms eager,
+    as much replayed; 1 x 108 frames: 16 ms eager, 4 ms replayed): there a graph saves little,
+    bucket padding costs as much, and the graph pool would keep the largest bucket's scratch
+    memory (about twice its eager peak: 1 GiB for 8 x 250 frames) for good.
+    """
+
+    name = "HiFT decode"
+
+    def __init__(self, hift: HiFTGenerator, max_batch_size: int, max_frames: int,
+                 max_batch_frames: int | None = 1024, frame_step: int = 25):
+        super().__init__(max_batch_size, frame_step, max_frames, max_batch_frames)
+        self.hift = hift
+
+    @torch.inference_mode()
+    def __call__(self, mel: Tensor, source: Tensor, mel_lengths: Tensor | None = None) -> Tensor:
+        """As ``HiFTGenerator.decode``: mel [B, n_mels, T], excitation [B, 1, T*hop] -> [B, T*hop]."""
+        batch, _, frames = mel.shape
+        bucket = self.bucket(batch, frames)
+        if bucket is None:
+            return self.hift.decode(mel, source, mel_lengths)
+        captured = self._graph(bucket)
+        s_mel, s_source, s_lengths, out = captured.state
+        s_mel.zero_()
+        s_source.zero_()
+        s_lengths.fill_(1)  # padding rows: one valid frame of silence
+        s_mel[:batch, :, :frames] = mel
+        s_source[:batch, :, : source.shape[-1]] = source
+        s_lengths[:batch] = frames if mel_lengths is None else mel_lengths
+        captured.graph.replay()
+        return out[:batch, : frames * self.hift.samples_per_frame].clone()
+
+    def _build(self, batch: int, frames: int) -> tuple[tuple, Callable[[], None]]:
+        weight = self.hift.conv_pre.weight
+        samples = frames * self.hift.samples_per_frame
+        mel = self._static("mel", (batch, weight.shape[1], frames), weight.dtype, weight.device)
+        source = self._static("source", (batch, 1, samples), torch.float32, weight.device)
+        lengths = self._static("lengths", (batch,), torch.long, weight.device).fill_(frames)
+        out = self._static("out", (batch, samples), torch.float32, weight.device)
+
+        def decode() -> None:
+            out.copy_(self.hift.decode(mel, source, lengths))
+
+        return (mel, source, lengths, out), decode
 
 
 @dataclass(frozen=True)
-class _StepGraph:
+class _Captured:
     graph: torch.cuda.CUDAGraph
-    state: tuple  # (x fp32 [B, C, T], (mu, mask, spks, cond, streaming), t, dt): static buffers
+    state: tuple  # the static buffers the graph reads and writes

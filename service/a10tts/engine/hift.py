@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from a10tts.engine.checkpoint import CheckpointError, compare_keys
+from a10tts.engine.cuda_graphs import HiftGraphs
 from a10tts.engine.hparams import nested_args, require
 from a10tts.engine.hift_source import GeneratorArg, HarmonicNoiseSource, length_mask
 
@@ -173,6 +174,7 @@ class HiFTGenerator(nn.Module):
         self.conv_post = WeightNormConv1d(widths[-1], spec_channels, 7, padding=3)
         window = torch.hann_window(self.n_fft, periodic=True, dtype=torch.float64).float()
         self.register_buffer("stft_window", window, persistent=False)
+        self._graphs: HiftGraphs | None = None  # set by enable_cuda_graphs
 
     @classmethod
     def from_hparams(cls, args: Mapping[str, Any]) -> HiFTGenerator:
@@ -247,6 +249,13 @@ class HiFTGenerator(nn.Module):
 
     # ---------------------------------------------------------------- inference
 
+    def enable_cuda_graphs(self, max_batch_size: int, max_frames: int, max_batch_frames: int | None = 1024) -> None:
+        """Run `inference`'s decode network from CUDA graphs, all captured now (on the module's
+        CUDA device: move it first), for batches of up to `max_batch_size` rows, `max_frames`
+        mel frames and `max_batch_frames` rows x frames (`HiftGraphs`); others run eagerly."""
+        self._graphs = HiftGraphs(self, max_batch_size, max_frames, max_batch_frames)
+        self._graphs.prepare(max_frames)
+
     @torch.inference_mode()
     def inference(
         self,
@@ -268,7 +277,8 @@ class HiFTGenerator(nn.Module):
             for row, cached in enumerate(rows):
                 cached = cached.reshape(-1)
                 source[row, 0, : cached.numel()] = cached.to(source.dtype)
-        return self.decode(mel, source, mel_lengths), source
+        decode = self.decode if self._graphs is None else self._graphs
+        return decode(mel, source, mel_lengths), source
 
     @torch.inference_mode()
     def decode(

@@ -14,6 +14,7 @@ import torch
 
 from a10tts.engine.flow.tensorrt_engine import enable_tensorrt
 from a10tts.engine.model_dir import ModelDir
+from a10tts.engine.streaming import MAX_HOP_TOKENS, MEL_CACHE_FRAMES
 
 from .decode_batch import Audio, DecodeBatcher, DecodeRequest
 from .internal import DECODE_INBOX, DecodeStart, TokenBatch, prompt_from
@@ -92,6 +93,15 @@ class DecodeWorker:
         self.stage.outbox.send(self.stage.endpoints.llm, Cancel(request.request_id))
 
 
+def longest_streamed_chunk_frames(first_hop_tokens: int, lookahead: int, mel_per_token: int) -> int:
+    """Mel frames of the longest HiFT input of a streamed chunk (``streaming.ChunkPlan``): the
+    cached frames and the new frames of a hop (at most ``MAX_HOP_TOKENS`` tokens, a first hop at
+    most ``2 * first_hop_tokens - 1`` with its alignment pad), plus the up to ``lookahead`` more
+    tokens a final chunk may have. 214 frames at the defaults."""
+    tokens = max(MAX_HOP_TOKENS, 2 * first_hop_tokens - 1) + lookahead
+    return tokens * mel_per_token + MEL_CACHE_FRAMES
+
+
 def main(spec: StageSpec) -> None:
     setup_logging(spec)
     config = spec.config
@@ -99,14 +109,19 @@ def main(spec: StageSpec) -> None:
     device = device_of(spec)
     model_dir = ModelDir.open(spec.model_dir)
     flow = model_dir.load("flow", device, dtype_of(config, "flow", device))
+    hift = model_dir.load("hift", device, torch.float32)
     if config.decode.flow_tensorrt:  # instead of CUDA graphs (docs/design.md, "Speed")
         enable_tensorrt(flow, spec.model_dir, device, max_batch_size=config.decode.max_batch_size)
     elif device.type == "cuda" and config.decode.cuda_graphs:
         flow.enable_cuda_graphs(max_batch_size=config.decode.max_batch_size, compile=config.decode.torch_compile,
                                 max_frames=config.decode.cuda_graph_max_frames)
+        # HiFT only up to streamed chunks' length (and HiftGraphs' rows x frames bound): larger
+        # inputs are GPU-bound, and the graph pool keeps the largest bucket's scratch memory.
+        hift.enable_cuda_graphs(max_batch_size=config.decode.max_batch_size, max_frames=longest_streamed_chunk_frames(
+            config.decode.first_hop_tokens, flow.pre_lookahead_len, flow.token_mel_ratio))
     batcher = DecodeBatcher(
         flow,
-        model_dir.load("hift", device, torch.float32),
+        hift,
         first_hop_tokens=config.decode.first_hop_tokens,
         max_batch_size=config.decode.max_batch_size,
     )
