@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
@@ -30,7 +29,7 @@ from prometheus_client import multiprocess
 from ..config import ConfigError, LoadedConfig
 from ..config.profiles import write_atomically
 from ..pipeline.endpoints import Endpoints
-from ..pipeline.memory_plan import used_bytes_by_gpu
+from ..pipeline.memory_plan import gpu_baseline, start_waves
 from ..pipeline.messages import Heartbeat, RequestDone, StageReady, StatusSnapshot, decode, encode
 from ..pipeline.spec import StageSpec
 from . import admin, warmup
@@ -183,24 +182,15 @@ class Supervisor:
             raise StartupError("the service is stopping")
         counts = stage_counts(loaded.config)
         specs = [self._spec(loaded, stage, i) for stage, n in counts.items() for i in range(n)]
-        baseline = self._gpu_baseline(loaded)
-        lm_last = [s for s in specs if s.stage == "llm"] if baseline is not None else []
-        self.pool.start_all(s for s in specs if s not in lm_last)
+        waves = start_waves(specs, gpu_baseline(loaded.config))
         async with extending_start_timeout(self.notifier):
-            if lm_last:
+            for number, wave in enumerate(waves):
+                if number:
+                    log.info("starting %s now that the others hold their GPU memory",
+                             ", ".join(spec.name for spec in wave))
+                self.pool.start_all(wave)
                 await self._wait_all_ready()
-                log.info("starting the LM stage now that the others hold their GPU memory")
-                self.pool.start_all(dataclasses.replace(s, gpu_baseline_used=baseline) for s in lm_last)
-            await self._wait_all_ready()
             await self._warm_up()
-
-    @staticmethod
-    def _gpu_baseline(loaded: LoadedConfig) -> dict[str, int] | None:
-        """GPU memory used before the children start, when the LM sizes its KV cache from it."""
-        config = loaded.config
-        if config.llm.kv_cache_tokens != "auto" or config.model.device == "cpu":
-            return None
-        return used_bytes_by_gpu()
 
     async def _wait_all_ready(self) -> None:
         deadline = time.monotonic() + LOAD_TIMEOUT_S

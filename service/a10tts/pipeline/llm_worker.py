@@ -69,7 +69,7 @@ def new_cache_for(
         budget = kv_budget_bytes(
             limit_bytes=int(config.memory.gpu_memory_limit_gib * 2**30),
             free_bytes=torch.cuda.mem_get_info(device)[0],
-            service_used=service_used_bytes(device, baseline),
+            service_used=service_used_bytes(str(torch.cuda.get_device_properties(device).uuid), baseline),
             own_reserved=torch.cuda.memory_reserved(device),
         )
     qwen = model.qwen_config

@@ -12,8 +12,10 @@ stage's eager fallbacks. Without NVML the LM only knows its own memory and takes
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
-import torch
+from ..config import Config  # no torch here: the supervisor imports this module
+from .spec import StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +42,34 @@ def used_bytes_by_gpu() -> dict[str, int] | None:
         pynvml.nvmlShutdown()
 
 
+def gpu_baseline(config: Config) -> dict[str, int] | None:
+    """Before the children start: each GPU's used memory, if the LM will size its cache from it."""
+    if config.llm.kv_cache_tokens != "auto" or config.model.device == "cpu":
+        return None
+    return used_bytes_by_gpu()
+
+
+def start_waves(specs: list[StageSpec], baseline: dict[str, int] | None) -> list[list[StageSpec]]:
+    """The children in the order they start, wave by wave, each wave ready before the next:
+    with a baseline, the LM stage last, carrying it."""
+    if baseline is None:
+        return [specs]
+    return [[s for s in specs if s.stage != "llm"],
+            [replace(s, gpu_baseline_used=baseline) for s in specs if s.stage == "llm"]]
+
+
 def _plain_uuid(uuid: str | bytes) -> str:
     """NVML says "GPU-<uuid>" (bytes in older bindings), torch "<uuid>"."""
     text = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
     return text.removeprefix("GPU-").lower()
 
 
-def service_used_bytes(device: torch.device, baseline: dict[str, int] | None) -> int | None:
-    """What the service holds on ``device`` now: used memory above the baseline; None if unknown."""
+def service_used_bytes(gpu_uuid: str, baseline: dict[str, int] | None) -> int | None:
+    """What the service holds on the GPU ``gpu_uuid`` now: used memory above the baseline; None if unknown."""
     now = used_bytes_by_gpu()
     if baseline is None or now is None:
         return None
-    uuid = _plain_uuid(str(torch.cuda.get_device_properties(device).uuid))
+    uuid = _plain_uuid(gpu_uuid)
     if uuid not in now or uuid not in baseline:
         log.warning("GPU %s is not in NVML's list; sizing the KV cache from this process's memory only", uuid)
         return None

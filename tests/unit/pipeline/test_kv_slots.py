@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from a10tts.config import Config
 from a10tts.pipeline.llm_worker import CPU_AUTO_KV_TOKENS, kv_slots
-from a10tts.pipeline.memory_plan import AUTO_KV_SHARE, OWN_MEMORY_KV_SHARE, kv_budget_bytes, used_bytes_by_gpu
+from a10tts.pipeline.memory_plan import (
+    AUTO_KV_SHARE, OWN_MEMORY_KV_SHARE, gpu_baseline, kv_budget_bytes, start_waves, used_bytes_by_gpu,
+)
+from a10tts.pipeline.spec import StageSpec
 
 PER_TOKEN = 12288  # CosyVoice2-0.5B in bf16: 2 x 24 layers x 2 KV heads x 64 x 2 bytes
 GIB = 2**30
@@ -56,3 +62,14 @@ def test_no_room_for_one_request_is_a_clear_error() -> None:
         slots(2048)
     with pytest.raises(ValueError, match="memory.gpu_memory_limit_gib"):
         slots("auto", budget_bytes=10 * 2**20)
+
+
+def test_the_lm_starts_after_the_other_stages_only_when_it_sizes_its_cache_from_their_memory() -> None:
+    config = Config()
+    specs = [StageSpec(stage, 0, config, Path("m"), Path("s"), Path("r"), Path("i"))
+             for stage in ("api", "encode", "llm", "decode")]
+    assert start_waves(specs, None) == [specs]
+    first, second = start_waves(specs, {"uuid": 123})
+    assert [s.stage for s in first] == ["api", "encode", "decode"] and all(s.gpu_baseline_used is None for s in first)
+    assert [(s.stage, s.gpu_baseline_used) for s in second] == [("llm", {"uuid": 123})]
+    assert gpu_baseline(config.model_copy(update={"llm": config.llm.model_copy(update={"kv_cache_tokens": 65536})})) is None
