@@ -2,11 +2,16 @@
 
 Each request keeps its own streaming state (``streaming.py``): token buffers per text segment, a
 ``ChunkPlan`` and a ``VocoderCache`` for the segment being vocoded, and a HiFT generator. A step
-takes the next chunk of up to ``max_batch_size`` requests (least recently served first, at most
-one chunk per request: a chunk needs the caches its predecessor leaves), runs the flow on the
-ragged batch with per-row streaming/finalize flags, then HiFT on the rows' mels with their
-lengths, cached excitation and generators, and joins each row into its request's stream. Row
-by row this is what ``Token2Wav`` does for one request, so the audio is the same.
+takes the next chunk of up to ``max_batch_size`` requests (at most one chunk per request: a chunk
+needs the caches its predecessor leaves), runs the flow on the ragged batch with per-row
+streaming/finalize flags, then HiFT on the rows' mels with their lengths, cached excitation and
+generators, and joins each row into its request's stream. Row by row this is what ``Token2Wav``
+does for one request, so the audio is the same.
+
+Which requests make the batch: earliest deadline first. A request without audio yet is due
+since it started (its listener is waiting); a stream is due when the audio it has produced, played
+from its first chunk on, runs out. So first chunks go before streams that still have audio in
+hand, and a stream about to run dry goes before both.
 
 Segments are vocoded one after another, each with a fresh plan and cache, as ``CosyVoice2``
 does; a non-streaming segment is one final chunk (stretched by ``speed``).
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +35,8 @@ from a10tts.engine.hift import HiFTGenerator
 from a10tts.engine.streaming import Chunk, ChunkPlan, VocoderCache, join_chunk, vocoder_input
 
 from .first_audio import stamp
+
+SAMPLE_RATE = 24000
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +66,10 @@ class DecodeRequest:
     generator: torch.Generator
     first_hop: int
     lookahead: int
+    started_at: float  # the batcher's clock
     marks: dict[str, float] = field(default_factory=dict)  # until the first chunk is vocoded (first_audio.py)
+    first_audio_at: float | None = None  # the batcher's clock
+    audio_seconds: float = 0.0  # produced so far
     tokens: list[list[int]] = field(init=False)  # received, per segment
     finished: list[bool] = field(init=False)  # per segment: all its tokens received
     segment: int = 0  # the segment being vocoded
@@ -76,6 +86,13 @@ class DecodeRequest:
     def _new_segment_state(self) -> None:
         self.plan = ChunkPlan(len(self.prompt.prompt_speech_tokens), self.first_hop, self.lookahead)
         self.cache = VocoderCache()
+
+    @property
+    def deadline(self) -> float:
+        """When this request's next audio is due (the batcher's clock); earlier is more urgent."""
+        if self.first_audio_at is None:
+            return self.started_at
+        return self.first_audio_at + self.audio_seconds
 
     @property
     def last_segment(self) -> bool:
@@ -132,13 +149,15 @@ class Audio:
 
 
 class DecodeBatcher:
-    def __init__(self, flow: FlowModel, hift: HiFTGenerator, *, first_hop_tokens: int, max_batch_size: int) -> None:
+    def __init__(self, flow: FlowModel, hift: HiFTGenerator, *, first_hop_tokens: int, max_batch_size: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.flow = flow
         self.hift = hift
         self.first_hop_tokens = first_hop_tokens
         self.max_batch_size = max_batch_size
+        self.clock = clock
         self.device = flow.input_embedding.weight.device
-        self.requests: OrderedDict[str, DecodeRequest] = OrderedDict()  # least recently served first
+        self.requests: dict[str, DecodeRequest] = {}
 
     def start(
         self, request_id: str, reply_to: int, prompt: PromptFeatures, *, stream: bool, speed: float,
@@ -147,7 +166,7 @@ class DecodeBatcher:
         request = DecodeRequest(
             request_id, reply_to, prompt.to(self.device), stream, speed, num_segments,
             hift_generator(seed, self.device), self.first_hop_tokens, self.flow.pre_lookahead_len,
-            dict(marks or {}),
+            started_at=self.clock(), marks=dict(marks or {}),
         )
         self.requests[request_id] = request
         return request
@@ -161,8 +180,9 @@ class DecodeBatcher:
         return sum(r.pending is not None for r in self.requests.values())
 
     def ready(self) -> list[DecodeRequest]:
-        """Requests with a chunk to vocode or an empty ending to report, in serving order."""
-        return [r for r in self.requests.values() if r.plan_next() or r.ends_empty]
+        """Requests with a chunk to vocode or an empty ending to report, most urgent first."""
+        ready = [r for r in self.requests.values() if r.plan_next() or r.ends_empty]
+        return sorted(ready, key=lambda r: r.deadline)
 
     def step(self) -> tuple[list[Audio], list[tuple[DecodeRequest, Exception]]]:
         """Vocode one batch; returns the audio, and the requests whose batch failed (now dropped)."""
@@ -188,14 +208,16 @@ class DecodeBatcher:
             stamp(request.marks, "vocoded")
         log.debug("vocoded %d chunks (longest %d tokens, %d waiting) in %.1f ms", len(batch),
                   max(c.end for c in chunks), len(ready) - len(batch), 1000 * (time.perf_counter() - started))
+        now = self.clock()
         for request, chunk, wave in zip(batch, chunks, samples):
+            if request.first_audio_at is None and len(wave):
+                request.first_audio_at = now
+            request.audio_seconds += len(wave) / SAMPLE_RATE
             seq = request.seq
             final = request.chunk_done(chunk)
             audio.append(Audio(request, seq, wave, final))
             if final:
                 del self.requests[request.request_id]
-            else:
-                self.requests.move_to_end(request.request_id)
         return audio, []
 
     @torch.inference_mode()

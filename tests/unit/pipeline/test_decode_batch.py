@@ -133,3 +133,38 @@ def test_pcm16_is_little_endian_int16() -> None:
     pcm = pcm16(torch.tensor([0.0, 0.5, -1.0, 1.5]))
     assert pcm == (0).to_bytes(2, "little", signed=True) + (16384).to_bytes(2, "little", signed=True) + (
         -32767).to_bytes(2, "little", signed=True) + (32767).to_bytes(2, "little", signed=True)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_most_urgent_requests_make_the_batch(models) -> None:
+    """Earliest deadline first: a waiting listener before a stream with audio in hand, and a
+    stream that has run dry before a newer listener."""
+    clock = FakeClock()
+    batcher = DecodeBatcher(*models, first_hop_tokens=FIRST_HOP, max_batch_size=1, clock=clock)
+
+    def start(rid: str, tokens: int):
+        case = make_case(rid, 15, [tokens], stream=True)
+        request = batcher.start(rid, 0, case.prompt, stream=True, speed=1.0, num_segments=1, seed=1)
+        request.add(0, case.segments[0], finished=False)
+        return request
+
+    streaming = start("streaming", 120)  # enough tokens for several chunks
+    assert [a.request.request_id for a in batcher.step()[0]] == ["streaming"]
+    assert streaming.first_audio_at == 0.0 and streaming.audio_seconds > 0.2
+    clock.now = 0.1
+    newcomer = start("newcomer", 40)
+    assert [r.request_id for r in batcher.ready()] == ["newcomer", "streaming"]  # "streaming" still has audio
+    assert [a.request.request_id for a in batcher.step()[0]] == ["newcomer"]
+    clock.now = 30.0  # far past what "streaming" and "newcomer" have produced: both run dry
+    start("latecomer", 40)
+    order = [r.request_id for r in batcher.ready()]
+    assert order[-1] == "latecomer" and order[0] == min(
+        ("streaming", "newcomer"), key=lambda rid: batcher.requests[rid].deadline)
+    assert newcomer.deadline == pytest.approx(0.1 + newcomer.audio_seconds)  # its first chunk came at 0.1
