@@ -1,8 +1,8 @@
 """Streaming token-to-wave: which tokens each chunk uses, and how chunks join seamlessly.
 
 Follows upstream CosyVoice2 streaming exactly at the default first hop of 25 tokens: the first
-hop is padded so that prompt + hop ends on a multiple of the hop, every chunk sees 3 look-ahead
-tokens, the hop doubles up to 100, and the vocoder carries 8 mel frames and 3840 source
+hop is padded so that prompt + hop ends on a multiple of the hop (and so on a boundary of the
+flow's 25-token attention chunks), every chunk sees 3 look-ahead tokens, the hop doubles up to 100, and the vocoder carries 8 mel frames and 3840 source
 samples over, cross-fading 3840 samples with a Hamming window. Unlike upstream, the hop lives
 in each request's `ChunkPlan` (upstream grows it on the shared model and never resets it, so
 its second request starts with 100-token hops). The state here is per request and holds no
@@ -22,6 +22,7 @@ MAX_HOP_TOKENS = 100
 HOP_GROWTH = 2
 MEL_CACHE_FRAMES = 8
 SAMPLES_PER_FRAME = 480
+ATTENTION_CHUNK_TOKENS = 25  # the flow encoder's static_chunk_size in CosyVoice2
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,14 @@ class Chunk:
 
 
 def aligned_first_hop(prompt_tokens: int, first_hop: int) -> int:
-    """The first hop padded so that prompt + hop ends on a multiple of the hop, as upstream."""
+    """The first hop padded so that prompt + hop ends on a multiple of the hop, as upstream.
+
+    The pad exists to end the chunk on a boundary of the flow's attention chunks, which only a
+    hop of whole attention chunks can do: a shorter first hop (a low-latency setting) is not
+    padded, or a 15-token hop after a 125-token prompt would wait for 25 tokens anyway.
+    """
+    if first_hop % ATTENTION_CHUNK_TOKENS:
+        return first_hop
     return math.ceil((prompt_tokens + first_hop) / first_hop) * first_hop - prompt_tokens
 
 

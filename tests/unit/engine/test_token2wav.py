@@ -82,7 +82,16 @@ def test_hop_is_per_request_and_configurable() -> None:
         first.next_chunk(n, finished=False)
     assert first.hop == 100 and second.hop == 25  # upstream would leak 100 into the next request
     quick = ChunkPlan(prompt_tokens=27, first_hop=10)
-    assert quick.next_chunk(16, finished=False) == Chunk(end=16, offset=0, finalize=False)  # pad 3 + 10 + 3
+    assert quick.next_chunk(13, finished=False) == Chunk(end=13, offset=0, finalize=False)  # 10 + 3, no pad
+    assert quick.hop == 20
+
+
+def test_only_hops_of_whole_attention_chunks_are_padded() -> None:
+    """Padding aligns the first chunk to the flow's 25-token attention chunks, as upstream; a hop
+    shorter than one such chunk cannot line up with them, so it is not made to wait for more."""
+    assert ChunkPlan(prompt_tokens=125, first_hop=15).next_chunk(18, finished=False) == Chunk(18, 0, False)
+    assert ChunkPlan(prompt_tokens=123, first_hop=25).next_chunk(30, finished=False) == Chunk(30, 0, False)
+    assert ChunkPlan(prompt_tokens=110, first_hop=50).next_chunk(93, finished=False) == Chunk(93, 0, False)  # 110+90
 
 
 @pytest.mark.parametrize("prompt_tokens", [0, 1, 24, 25, 27, 125])
