@@ -18,9 +18,9 @@ import torch
 
 from a10tts.api.metrics import QUEUE_TIME
 from a10tts.config import Config
+from a10tts.engine.flow.flow import lookahead_tokens
 from a10tts.engine.kv_cache import KVCache
 from a10tts.engine.llm import CosyVoice2LM
-from a10tts.engine.flow.flow import lookahead_tokens
 from a10tts.engine.model_dir import ModelDir
 from a10tts.engine.sampling import make_generator
 from a10tts.engine.streaming import first_chunk_tokens
