@@ -25,6 +25,7 @@ import pytest
 
 from a10tts.admin_client import AdminClient
 from a10tts.daemon.warmup import prompt_wav
+from a10tts.pipeline.first_audio import PHASES
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 240
@@ -208,8 +209,9 @@ def test_ctl_status_shows_every_child(service: Service) -> None:
     assert all(s["alive"] and s["ready"] for s in status["stages"])
     assert status["model"]["demo"] and status["model"]["device"] == "cpu"
     assert status["requests"]["total"] >= 1 and status["ttfa_s"]["p50"] > 0
+    assert set(status["ttfa_phases_p50_s"]) == set(PHASES)  # stamped by every stage of the real pipeline
     text = a10tts("ctl", "--runtime-dir", str(service.runtime_dir), "status").stdout
-    assert "ready" in text and "profile balanced" in text and "llm-0" in text
+    assert "ready" in text and "profile balanced" in text and "llm-0" in text and "by phase  encode" in text
     assert httpx.get(f"http://127.0.0.1:{service.port}/v1/status").json()["profile"] == "balanced"
 
 

@@ -86,6 +86,7 @@ class Job:
         self._timeout = synthesizer.limits.request_timeout_seconds
         self._first_audio_s: float | None = None
         self._marks: dict[str, float] = {}  # of the first chunk, from the stages
+        self._phases: dict[str, float] = {}
         self._audio_bytes = 0
         self._finished = False
 
@@ -118,10 +119,10 @@ class Job:
         self._audio_bytes += n_bytes
 
     def _account_first_audio(self) -> None:
-        spent = phases(stamp(self._marks, "sent"))
-        metrics.observe_first_audio(spent)
+        self._phases = phases(stamp(self._marks, "sent"))
+        metrics.observe_first_audio(self._phases)
         log.debug("request %s: first audio after %.0f ms: %s", self.id, 1000 * self._first_audio_s,
-                  ", ".join(f"{name} {1000 * s:.0f}" for name, s in spent.items()))
+                  ", ".join(f"{name} {1000 * s:.0f}" for name, s in self._phases.items()))
 
     def finish(self, status: int) -> None:
         """Account for the outcome once; any outcome but success also frees the request in the stages."""
@@ -133,7 +134,8 @@ class Job:
             pipeline.release(self.id)
         else:
             pipeline.cancel(self.id)
-        self._synthesizer.record(self.id, status, self.arrival, self._first_audio_s, self._audio_bytes)
+        self._synthesizer.record(self.id, status, self.arrival, self._first_audio_s, self._audio_bytes,
+                                 self._phases)
 
 
 class Synthesizer:
@@ -191,10 +193,12 @@ class Synthesizer:
         return Job(self, request, arrival, events)
 
     def record(
-        self, request_id: str, status: int, arrival: Arrival, ttfa_s: float | None, audio_bytes: int
+        self, request_id: str, status: int, arrival: Arrival, ttfa_s: float | None, audio_bytes: int,
+        ttfa_phases_s: dict[str, float] | None = None,
     ) -> None:
         """Metrics and the supervisor's `RequestDone` for one request, served or refused."""
         duration_s = time.monotonic() - arrival.mono
         audio_s = pcm_seconds(audio_bytes)
         metrics.observe_request(status, ttfa_s, duration_s, audio_s)
-        self.pipeline.report(RequestDone(request_id, status, ttfa_s, duration_s, audio_s))
+        self.pipeline.report(RequestDone(request_id, status, ttfa_s, duration_s, audio_s,
+                                         ttfa_phases_s=ttfa_phases_s or {}))

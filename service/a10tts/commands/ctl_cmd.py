@@ -57,8 +57,12 @@ def describe(status: dict[str, Any]) -> list[str]:
         f"{req['failed']} failed, {req['per_second']:.2f}/s",
         f"  TTFA      p50 {_ms(status['ttfa_s']['p50'])}, p95 {_ms(status['ttfa_s']['p95'])} "
         f"(last {status['ttfa_s']['window_s']:.0f} s)",
-        "  children:",
     ]
+    phases = status.get("ttfa_phases_p50_s") or {}
+    if phases:
+        lines.append("  by phase  " + ", ".join(f"{name} {_ms(seconds)}" for name, seconds in phases.items())
+                     + " (p50 of each)")
+    lines.append("  children:")
     for stage in status["stages"]:
         age = stage["heartbeat_age_s"]
         health = ("ready" if stage["ready"] else "loading") if stage["alive"] else "dead"

@@ -53,12 +53,18 @@ class RequestWindow:
         done = self._current(time.monotonic() if now is None else now)
         ttfa = [d.ttfa_s for d in done if d.ttfa_s is not None]
         rtf = [d.duration_s / d.audio_s for d in done if d.audio_s > 0]
+        phases: dict[str, list[float]] = {}
+        for d in done:
+            for phase, seconds in d.ttfa_phases_s.items():
+                phases.setdefault(phase, []).append(seconds)
         span = min(self.window_s, max(uptime_s, 1.0))
         return {
             "requests": {"total": self.total, "failed": self.failed,
                          "per_second": round(len(done) / span, 3)},
             "ttfa_s": {"p50": _percentile(ttfa, 0.5), "p95": _percentile(ttfa, 0.95),
                        "window_s": self.window_s, "recent": ttfa[-RECENT_TTFA:]},
+            # Median of each phase on its own: they need not add up to the TTFA's median.
+            "ttfa_phases_p50_s": {phase: _percentile(values, 0.5) for phase, values in phases.items()},
             "rtf": {"p50": _percentile(rtf, 0.5)},
         }
 

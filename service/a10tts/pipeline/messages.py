@@ -80,6 +80,7 @@ class RequestDone(msgspec.Struct, tag="done", frozen=True):
     duration_s: float
     audio_s: float
     queue_s: float | None = None
+    ttfa_phases_s: dict[str, float] = {}  # where the TTFA went (first_audio.py); empty without audio
 
 
 class StatusSnapshot(msgspec.Struct, tag="status", frozen=True):

@@ -117,4 +117,6 @@ def test_describe_renders_the_status_document() -> None:
     }
     text = "\n".join(describe(status))
     assert "profile balanced" in text and "(demo: noise) on cpu" in text and "p50 120 ms, p95 -" in text
-    assert "llm-0" in text and "restarts 1" in text
+    assert "llm-0" in text and "restarts 1" in text and "by phase" not in text  # none reported yet
+    status["ttfa_phases_p50_s"] = {"encode": 0.004, "vocode": 0.1}
+    assert "  by phase  encode 4 ms, vocode 100 ms (p50 of each)" in describe(status)

@@ -22,6 +22,15 @@ def test_percentiles_rate_and_failures() -> None:
     assert summary["rtf"]["p50"] == 0.5
 
 
+def test_the_phases_of_the_ttfa_have_their_own_medians() -> None:
+    window = RequestWindow(window_s=60)
+    for i, vocode in enumerate([0.1, 0.2, 0.3]):
+        window.add(RequestDone("r", 200, 0.4, 1.0, 2.0, ttfa_phases_s={"encode": 0.01, "vocode": vocode}), now=float(i))
+    window.add(done(status=503, ttfa=None, audio=0), now=3.0)  # no audio, no phases
+    assert window.summary(uptime_s=10, now=4.0)["ttfa_phases_p50_s"] == {"encode": 0.01, "vocode": 0.2}
+    assert RequestWindow().summary(uptime_s=1, now=1.0)["ttfa_phases_p50_s"] == {}
+
+
 def test_old_requests_leave_the_window_but_stay_in_totals() -> None:
     window = RequestWindow(window_s=10)
     window.add(done(ttfa=5.0), now=0.0)
