@@ -27,6 +27,8 @@ STATUS = {
     "server": {"host": "0.0.0.0", "port": 8080, "http_workers": 2},
     "requests": {"running": 3, "waiting": 1, "total": 1200, "failed": 4, "per_second": 2.5},
     "ttfa_s": {"p50": 0.121, "p95": 0.310, "window_s": 60, "recent": [0.11, 0.13]},
+    "ttfa_phases_p50_s": {"encode": 0.004, "lm_first_token": 0.021, "first_chunk_tokens": 0.038,
+                          "decode_wait": 0.0, "vocode": 0.052, "deliver": 0.002},
     "rtf": {"p50": 0.21},
     "kv_cache": {"used_tokens": 5120, "capacity_tokens": 65536},
     "gpu": {"memory_allocated_bytes": 0, "memory_reserved_bytes": 0},

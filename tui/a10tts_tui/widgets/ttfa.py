@@ -1,4 +1,5 @@
-"""Live TTFA panel: p50/p95 time to first audio over time, load, RTF, and the active probe."""
+"""Live TTFA panel: p50/p95 time to first audio over time, where it goes (tall screens), load,
+RTF, and the active probe."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ HISTORY = 600  # polls kept (10 minutes at the default interval)
 TALL_SCREEN = 40  # terminal lines from which each series gets three rows instead of one
 LABEL = 14  # "p95   310 ms " and a space
 BARS = " ▁▂▃▄▅▆▇█"
+PHASE_LABELS = {  # the service's TTFA phases (pipeline/first_audio.py), short enough for one line
+    "encode": "encode", "lm_first_token": "LM", "first_chunk_tokens": "tokens",
+    "decode_wait": "queue", "vocode": "vocode", "deliver": "send",
+}
 
 
 class TtfaPanel(Widget):
@@ -42,7 +47,10 @@ class TtfaPanel(Widget):
         server = self.server
         if server is None:
             return Text("reading the service…", style="dim")
-        return Group(_summary(server), *self._chart(server), _recent(server) + self._probe_line())
+        phases = server.get("ttfa_phases_p50_s")
+        tall = self.app.size.height >= TALL_SCREEN
+        where = [_phases(phases)] if tall and isinstance(phases, dict) and phases else []
+        return Group(_summary(server), *where, *self._chart(server), _recent(server) + self._probe_line())
 
     def _chart(self, server: ServerSnapshot) -> list[Text]:
         """p50 and p95 on one scale, one bar per poll, the newest on the right."""
@@ -97,6 +105,17 @@ def _summary(server: ServerSnapshot) -> Text:
         ("  RTF ", "dim"), (fmt.number(server.get("rtf", "p50"), 2), "bold"),
         no_wrap=True, overflow="ellipsis",
     )
+
+
+def _phases(phases: dict) -> Text:
+    """The median of each phase of the TTFA over the window, in the order a request meets them."""
+    text = Text("where (ms) ", style="dim", no_wrap=True, overflow="ellipsis")
+    for number, (name, seconds) in enumerate(phases.items()):
+        text.append(" · " if number else "", style="dim")
+        text.append(f"{PHASE_LABELS.get(name, name)} ")
+        value = _float(seconds)
+        text.append(fmt.NA if value is None else f"{value * 1000:.0f}", style="bold")
+    return text
 
 
 def _recent(server: ServerSnapshot) -> Text:
