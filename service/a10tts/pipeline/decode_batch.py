@@ -29,14 +29,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
+from a10tts.engine.cosyvoice2 import SAMPLE_RATE
 from a10tts.engine.flow import FlowModel
 from a10tts.engine.frontend import PromptFeatures
 from a10tts.engine.hift import HiFTGenerator
 from a10tts.engine.streaming import Chunk, ChunkPlan, VocoderCache, join_chunk, vocoder_input
 
 from .first_audio import stamp
-
-SAMPLE_RATE = 24000
 
 log = logging.getLogger(__name__)
 
