@@ -53,6 +53,15 @@ def first_chunk_tokens(prompt_tokens: int, first_hop: int, lookahead: int) -> in
     return aligned_first_hop(prompt_tokens, first_hop) + lookahead
 
 
+def longest_streamed_chunk_frames(first_hop_tokens: int, lookahead: int, mel_per_token: int) -> int:
+    """Mel frames of the longest HiFT input of a streamed chunk (``ChunkPlan``): the
+    cached frames and the new frames of a hop (at most ``MAX_HOP_TOKENS`` tokens, a first hop at
+    most ``2 * first_hop_tokens - 1`` with its alignment pad), plus the up to ``lookahead`` more
+    tokens a final chunk may have. 214 frames at the defaults."""
+    tokens = max(MAX_HOP_TOKENS, 2 * first_hop_tokens - 1) + lookahead
+    return tokens * mel_per_token + MEL_CACHE_FRAMES
+
+
 @dataclass
 class ChunkPlan:
     """Decides the next chunk of one request from how many tokens the LM has produced."""

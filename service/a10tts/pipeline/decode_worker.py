@@ -14,7 +14,7 @@ import torch
 
 from a10tts.engine.flow.tensorrt_engine import enable_tensorrt
 from a10tts.engine.model_dir import ModelDir
-from a10tts.engine.streaming import MAX_HOP_TOKENS, MEL_CACHE_FRAMES
+from a10tts.engine.streaming import longest_streamed_chunk_frames
 
 from .decode_batch import Audio, DecodeBatcher, DecodeRequest
 from .internal import DECODE_INBOX, DecodeStart, TokenBatch, prompt_from
@@ -91,15 +91,6 @@ class DecodeWorker:
     def fail(self, request: DecodeRequest, message: str) -> None:
         self.stage.fail(request.request_id, request.reply_to, 500, message)
         self.stage.outbox.send(self.stage.endpoints.llm, Cancel(request.request_id))
-
-
-def longest_streamed_chunk_frames(first_hop_tokens: int, lookahead: int, mel_per_token: int) -> int:
-    """Mel frames of the longest HiFT input of a streamed chunk (``streaming.ChunkPlan``): the
-    cached frames and the new frames of a hop (at most ``MAX_HOP_TOKENS`` tokens, a first hop at
-    most ``2 * first_hop_tokens - 1`` with its alignment pad), plus the up to ``lookahead`` more
-    tokens a final chunk may have. 214 frames at the defaults."""
-    tokens = max(MAX_HOP_TOKENS, 2 * first_hop_tokens - 1) + lookahead
-    return tokens * mel_per_token + MEL_CACHE_FRAMES
 
 
 def main(spec: StageSpec) -> None:

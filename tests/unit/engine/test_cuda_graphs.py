@@ -9,8 +9,7 @@ import torch
 
 from a10tts.engine.cuda_graphs import FlowGraphs, HiftGraphs
 from a10tts.engine.model_dir import ModelDir
-from a10tts.engine.streaming import ChunkPlan
-from a10tts.pipeline.decode_worker import longest_streamed_chunk_frames
+from a10tts.engine.streaming import ChunkPlan, longest_streamed_chunk_frames
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
 
