@@ -2,8 +2,9 @@
 
 Follows upstream CosyVoice2 streaming exactly at the default first hop of 25 tokens: the first
 hop is padded so that prompt + hop ends on a multiple of the hop (and so on a boundary of the
-flow's 25-token attention chunks), every chunk sees 3 look-ahead tokens, the hop doubles up to 100, and the vocoder carries 8 mel frames and 3840 source
-samples over, cross-fading 3840 samples with a Hamming window. Unlike upstream, the hop lives
+flow's 25-token attention chunks), every chunk sees 3 look-ahead tokens, the hop doubles up to
+100, and the vocoder carries 8 mel frames and 3840 source samples over, cross-fading 3840
+samples with a Hamming window. Unlike upstream, the hop lives
 in each request's `ChunkPlan` (upstream grows it on the shared model and never resets it, so
 its second request starts with 100-token hops). The state here is per request and holds no
 model, so a decode worker can batch chunks of many requests through the flow and HiFT.
