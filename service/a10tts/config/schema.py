@@ -74,7 +74,7 @@ class LLMConfig(Section):
     )
     stream_pace: float = Field(
         0.0, ge=0, le=1000,
-        description="Once a streaming request has its first chunks' tokens, the LM runs it at most this "
+        description="Once a streaming request has its first chunk's tokens, the LM runs it at most this "
         "many times faster than real time, leaving GPU time to the decode stage; 0 = as fast as it can.",
     )
     cuda_graphs: bool = Field(True, description="Capture LM decode steps in CUDA graphs.")
