@@ -216,6 +216,15 @@ def test_whole_wav_response_is_a_24khz_file(service: Service) -> None:
     assert rate == 24000 and samples.ndim == 1 and len(samples) > 0
 
 
+@pytest.mark.parametrize("stream", ["true", "false"])
+def test_num_tokens_fixes_the_length_of_the_audio(service: Service, stream: str) -> None:
+    """What `a10tts bench --num-tokens` relies on: 25 speech tokens per second, 960 samples each."""
+    request = zero_shot("Hi.", stream=stream, num_tokens="40")
+    response = httpx.post(f"{service.url}/inference_zero_shot", **request, timeout=120)
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.content) == 40 * 960 * 2  # int16 PCM
+
+
 BAD_INPUTS = {
     "unreadable audio": (zero_shot() | {"files": {"prompt_wav": ("p.wav", b"RIFF garbage", "audio/wav")}}, 400,
                          "invalid_audio"),
@@ -230,6 +239,7 @@ BAD_INPUTS = {
     "oversize upload": (zero_shot() | {"files": {"prompt_wav": ("p.wav", b"\0" * (MAX_UPLOAD + 1), "audio/wav")}},
                         413, "payload_too_large"),
     "bad speed": (zero_shot(speed="9"), 422, "invalid_speed"),
+    "num_tokens 0": (zero_shot(num_tokens="0"), 422, "invalid_field"),
     "NaN samples (found by the encode stage)": (
         zero_shot() | {"files": {"prompt_wav": ("p.wav", prompt_wav(nan=True), "audio/wav")}}, 400, "bad_request"
     ),
@@ -252,9 +262,9 @@ def test_openai_speech_with_a_registered_voice(service: Service) -> None:
         voice_id = created.json()["id"]
         assert [v["id"] for v in client.get("/v1/voices").json()["data"]] == [voice_id]
         speech = client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hello.", "voice": "tester",
-                                                        "response_format": "pcm", "stream": True})
+                                                        "response_format": "pcm", "stream": True, "num_tokens": 20})
         assert speech.status_code == 200, speech.text
-        assert len(speech.content) > 0
+        assert len(speech.content) == 20 * 960 * 2
         assert client.post("/v1/audio/speech", json={"input": "Hi.", "voice": "tester",
                                                      "response_format": "mp3"}).status_code == 400
         assert client.delete(f"/v1/voices/{voice_id}").json()["deleted"] is True

@@ -19,6 +19,9 @@ MIN_PROMPT_SAMPLE_RATE = 16000
 MIN_PROMPT_SECONDS = 0.5
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
 MAX_SEED = 2**63 - 1  # fits every integer type on the way (msgpack, torch.Generator)
+MAX_NUM_TOKENS = 32768  # llm.max_request_tokens' own bound; the LM refuses what its slots cannot hold
+NUM_TOKENS_HELP = ("Exactly this many speech tokens per sentence (25 per second of audio), stop tokens ignored: "
+                   "for benchmarks on random weights, which never stop on their own.")
 AUDIO_HINT = "send a WAV, FLAC or OGG recording of 0.5 to {max:g} s, sampled at 16 kHz or more"
 
 

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
 from ..audio import AudioFormat
-from ..checks import MAX_SEED, check_prompt_audio, check_speed, check_text, required
+from ..checks import MAX_NUM_TOKENS, MAX_SEED, NUM_TOKENS_HELP, check_prompt_audio, check_speed, check_text, required
 from ..responses import AUDIO_RESPONSES, AudioResponse
 from ..state import SYNTHESIS_TAG, State
 
@@ -28,6 +28,7 @@ class LightTTSForm:
     stream: bool
     speed: float
     seed: int | None
+    num_tokens: int | None
     audio_format: AudioFormat
 
 
@@ -44,6 +45,7 @@ def lighttts_form(
     streaming: Annotated[bool | None, Form(description="Alias of `stream`.")] = None,
     speed: Annotated[float, Form(description="0.5 to 2.0; only without streaming.")] = 1.0,
     seed: Annotated[int | None, Form(ge=0, le=MAX_SEED, description="Makes the sampling reproducible.")] = None,
+    num_tokens: Annotated[int | None, Form(ge=1, le=MAX_NUM_TOKENS, description=NUM_TOKENS_HELP)] = None,
     audio_format: Annotated[str, Form(alias="format", description="`pcm` (raw samples) or `wav`.")] = "pcm",
     tts_model_name: Annotated[str | None, Form(description="Accepted and ignored (one model).")] = None,
     language: Annotated[str | None, Form(description="Accepted and ignored (read from the text).")] = None,
@@ -57,6 +59,7 @@ def lighttts_form(
         stream=bool(stream if stream is not None else streaming),
         speed=speed,
         seed=seed,
+        num_tokens=num_tokens,
         audio_format=AudioFormat.parse(audio_format, "format"),
     )
 
@@ -84,6 +87,7 @@ async def _synthesize(request: Request, state: State, mode: str, form: LightTTSF
         stream=form.stream,
         speed=speed,
         seed=form.seed,
+        num_tokens=form.num_tokens,
     )
     return AudioResponse(job, form.audio_format, stream=form.stream)
 

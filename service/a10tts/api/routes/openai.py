@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from ..audio import AudioFormat
-from ..checks import MAX_SEED, check_speed, check_text
+from ..checks import MAX_NUM_TOKENS, MAX_SEED, NUM_TOKENS_HELP, check_speed, check_text
 from ..errors import ApiError
 from ..responses import AUDIO_RESPONSES, AudioResponse
 from ..state import SYNTHESIS_TAG, State
@@ -27,6 +27,7 @@ class SpeechRequest(BaseModel):
     speed: float = Field(1.0, description="0.5 to 2.0; only without streaming.")
     stream: bool = Field(False, description="Send the audio as it is synthesised (chunked).")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Makes the sampling reproducible.")
+    num_tokens: int | None = Field(None, ge=1, le=MAX_NUM_TOKENS, description=NUM_TOKENS_HELP)
 
 
 @router.post("/v1/audio/speech", responses=AUDIO_RESPONSES)
@@ -55,5 +56,6 @@ async def speech(body: SpeechRequest, request: Request, state: State) -> AudioRe
         stream=body.stream,
         speed=speed,
         seed=body.seed,
+        num_tokens=body.num_tokens,
     )
     return AudioResponse(job, audio_format, stream=body.stream)
