@@ -127,7 +127,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     notify = NotifyListener()
     port = free_port()
     log = root / "serve.log"
-    env = dict(os.environ, NOTIFY_SOCKET=notify.address, WATCHDOG_USEC="2000000")
+    # Two decode processes over every profile (the environment layer), so requests are routed between them.
+    env = dict(os.environ, NOTIFY_SOCKET=notify.address, WATCHDOG_USEC="2000000", A10TTS_DECODE__PROCESSES="2")
     args = ["--config-dir", str(config_dir), "--state-dir", str(root / "state"), "--runtime-dir", str(root / "run")]
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "a10tts.cli", "serve", "--demo", "--port", str(port), *args],
@@ -260,7 +261,8 @@ def test_profile_use_reloads_with_new_worker_counts(service: Service) -> None:
     assert service.notify.wait_for("READY", after=reloading) > reloading
     status = service.status()
     assert status["profile"] == "low-latency" and status["server"]["http_workers"] == 1
-    assert sorted(f"{s['stage']}-{s['index']}" for s in status["stages"]) == ["api-0", "decode-0", "encode-0", "llm-0"]
+    assert sorted(f"{s['stage']}-{s['index']}" for s in status["stages"]) == \
+        ["api-0", "decode-0", "decode-1", "encode-0", "llm-0"]  # the environment's decode processes stay
     assert service.stream()[0] == 200
 
 

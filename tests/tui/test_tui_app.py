@@ -177,7 +177,7 @@ async def test_differences_on_demand(options):
         await pilot.press("d")
         text = await wait_for_text(pilot, "Differences from balanced", "balanced → low-latency",
                                    "balanced → throughput")
-        assert "server.http_workers" in text and "decode.processes" in text
+        assert "server.http_workers" in text and "decode.max_batch_size" in text
 
 
 async def test_keys_answer_while_the_service_hangs(options):

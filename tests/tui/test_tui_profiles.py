@@ -36,7 +36,7 @@ def test_differences_are_the_effective_settings_that_change(dirs):
 def test_switch_without_a_service_records_the_profile(dirs):
     steps = list(ProfileStore(dirs).switch("throughput", AdminClient(dirs.admin_socket)))
     assert [s.kind for s in steps] == ["recorded", "not_running"]
-    assert {c.key for c in steps[0].changes} >= {"server.http_workers", "decode.processes"}
+    assert {c.key for c in steps[0].changes} >= {"server.http_workers", "decode.max_batch_size"}
     assert "no a10tts service is running" in steps[-1].message
     assert dirs.active_profile_file.read_text() == "throughput\n"
 

@@ -87,9 +87,9 @@ class LLMConfig(Section):
 
 
 class DecodeConfig(Section):
-    processes: int = Field(2, ge=1, le=16, description="Decode (flow + HiFT) worker processes.")
+    processes: int = Field(1, ge=1, le=16, description="Decode (flow + HiFT) worker processes.")
     max_batch_size: int = Field(
-        8, ge=1, le=256, description="Streaming chunks one decode process batches per step."
+        16, ge=1, le=256, description="Streaming chunks one decode process batches per step."
     )
     cuda_graphs: bool = Field(True, description="Replay the flow's Euler steps from CUDA graphs.")
     cuda_graph_max_frames: int = Field(
