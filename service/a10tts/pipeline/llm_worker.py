@@ -96,6 +96,28 @@ class Route:
     decode: int | None = None  # its decode worker, once started
 
 
+class StepLog:
+    """A debug line every ``period_s`` of traffic: LM steps, their mean time and rows, which show
+    how the LM fares while the decode processes share its GPU."""
+
+    def __init__(self, period_s: float = 5.0) -> None:
+        self.period_s = period_s
+        self._restart(time.perf_counter())
+
+    def _restart(self, now: float) -> None:
+        self.since, self.steps, self.busy_s, self.rows = now, 0, 0.0, 0
+
+    def add(self, seconds: float, rows: int) -> None:
+        self.steps += 1
+        self.busy_s += seconds
+        self.rows += rows
+        now = time.perf_counter()
+        if now - self.since >= self.period_s:
+            log.debug("LM: %d steps in %.1f s, %.2f ms each, %.1f rows each", self.steps, now - self.since,
+                      1000 * self.busy_s / self.steps, self.rows / self.steps)
+            self._restart(now)
+
+
 @dataclass(frozen=True)
 class ChunkShape:
     """How the decode stage cuts a streamed request's first chunk: the LM paces after it."""
@@ -118,6 +140,7 @@ class LLMWorker:
         self.routes: dict[str, Route] = {}
         self.decode_load = [0] * num_decoders
         self.early_cancels: OrderedDict[str, None] = OrderedDict()
+        self.step_log = StepLog()
 
     def run(self) -> None:
         cache = self.scheduler.cache
@@ -133,7 +156,10 @@ class LLMWorker:
                     else:
                         self.accept(message, tensors)
                 if self.scheduler.next_step_in() == 0:
-                    self.publish(self.scheduler.step())
+                    started = time.perf_counter()
+                    result = self.scheduler.step()
+                    self.step_log.add(time.perf_counter() - started, len(result.outputs))
+                    self.publish(result)
                 self.stage.heartbeat(self.scheduler.load())
         self.stage.fail_stopped({rid: route.message.reply_to for rid, route in self.routes.items()})
 
