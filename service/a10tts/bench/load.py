@@ -19,6 +19,7 @@ from .corpus import SENTENCES, Prompt
 
 SAMPLE_RATE = 24000
 BYTES_PER_SECOND = 2 * SAMPLE_RATE  # int16 mono
+SAMPLES_PER_TOKEN = 960  # a CosyVoice2 speech token is 40 ms of 24 kHz audio
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,19 @@ class Sample:
     @property
     def rtf(self) -> float | None:
         return self.total_s / self.audio_s if self.audio_s else None
+
+
+def num_tokens_ignored(samples: list[Sample], num_tokens: int) -> str | None:
+    """Why the served samples show that the server did not hold each sentence to ``num_tokens``
+    tokens (audio that is not a whole number of such sentences), or None if it did."""
+    sentence_bytes = 2 * SAMPLES_PER_TOKEN * num_tokens
+    for sample in samples:
+        received = round(sample.audio_s * BYTES_PER_SECOND)
+        if sample.ok and received % sentence_bytes:
+            return (f"the server ignored --num-tokens {num_tokens}: a request got {sample.audio_s:.2f} s of audio, "
+                    f"not a multiple of {sentence_bytes / BYTES_PER_SECOND:.2f} s; leave --num-tokens out for "
+                    "servers without it (lengths then follow the text)")
+    return None
 
 
 def _request(target: Target, text: str, prompt: Prompt) -> dict:

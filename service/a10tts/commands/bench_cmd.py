@@ -70,7 +70,7 @@ def _bench(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..bench.corpus import prompts
-    from ..bench.load import Target, run_level
+    from ..bench.load import Target, num_tokens_ignored, run_level
     from ..bench.phases import mean_ms, read_totals
     from ..bench.report import LevelStats, write_json
 
@@ -84,6 +84,15 @@ def _bench(args: argparse.Namespace) -> int:
     langs = ("en", "zh") if args.lang == "both" else (args.lang,)
     voices = prompts()
     levels, samples = [], []
+
+    def lengths_ignored(served: list) -> bool:
+        """Say so, and stop, when the server does not honour --num-tokens: the figures would not be comparable."""
+        problem = args.num_tokens and num_tokens_ignored(served, args.num_tokens)
+        if problem:
+            progress.stop()
+            print(f"a10tts bench: {problem}", file=sys.stderr)
+        return bool(problem)
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True) as progress:
         if args.warmup:
@@ -93,12 +102,16 @@ def _bench(args: argparse.Namespace) -> int:
                 progress.stop()
                 print(f"a10tts bench: warm-up failed against {target.url}: {warm[0].error}", file=sys.stderr)
                 return 1
+            if lengths_ignored(warm):
+                return 1
         for concurrency in args.concurrency:
             count = args.requests or max(8, 4 * concurrency)
             task = progress.add_task(f"concurrency {concurrency}", total=count)
             before = read_totals(target.url, target.headers)
             level, wall = asyncio.run(run_level(target, voices, concurrency, count, langs,
                                                 lambda s: progress.advance(task)))
+            if lengths_ignored(level):
+                return 1
             phases = mean_ms(before, read_totals(target.url, target.headers))
             samples += level
             levels.append(LevelStats.of(args.label, concurrency, level, wall, phases))

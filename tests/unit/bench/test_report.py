@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from a10tts.bench.load import Sample
+from a10tts.bench.load import Sample, num_tokens_ignored
 from a10tts.bench.phases import mean_ms, read_totals
 from a10tts.bench.report import LevelStats, markdown, percentile, write_json, write_plot
 
@@ -81,3 +81,11 @@ def test_phase_means_are_per_level_and_only_where_the_server_has_them() -> None:
     assert table.splitlines()[-1] == "| x | 1 | 5.0 | 95.0 | 100.0 |"
     assert "other server" not in table.split("mean ms per phase")[1]
 
+
+
+def test_a_server_that_ignores_num_tokens_is_caught() -> None:
+    eight_seconds = 200 * 960 / 24000
+    assert num_tokens_ignored([sample(0.1, 1.0, eight_seconds), sample(0.1, 2.0, 2 * eight_seconds)], 200) is None
+    assert num_tokens_ignored([sample(None, 0.5, 0.0, error="busy")], 200) is None  # failures are counted elsewhere
+    problem = num_tokens_ignored([sample(0.1, 1.0, eight_seconds), sample(0.1, 1.0, 6.32)], 200)
+    assert problem is not None and "ignored --num-tokens 200" in problem and "6.32 s" in problem
