@@ -97,11 +97,14 @@ class DecodeRequest:
     def last_segment(self) -> bool:
         return self.segment == self.num_segments - 1
 
-    def add(self, segment: int, tokens: list[int], finished: bool) -> None:
+    def add(self, segment: int, tokens: list[int], finished: bool, chunk_sent: float | None = None) -> None:
+        """Tokens from the LM; ``chunk_sent`` comes with those completing the first chunk."""
         if not 0 <= segment < self.num_segments or self.finished[segment]:
             raise ValueError(f"tokens for segment {segment} of request {self.request_id} are out of order")
         self.tokens[segment] += tokens
         self.finished[segment] = finished
+        if chunk_sent is not None:
+            self.marks["chunk_sent"] = chunk_sent
         if self.seq == 0 and self.pending is None:  # the first chunk may be ready with these
             stamp(self.marks, "chunk_ready")
 

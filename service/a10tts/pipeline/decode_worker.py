@@ -75,7 +75,7 @@ class DecodeWorker:
             if request is None:
                 continue
             try:
-                request.add(delta.segment, delta.tokens, delta.finished)
+                request.add(delta.segment, delta.tokens, delta.finished, delta.chunk_sent)
             except ValueError as exc:
                 self.batcher.cancel(request.request_id)
                 self.fail(request, str(exc))

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 PHASES = {  # name: (from mark, to mark), in request order
     "encode": ("arrival", "encoded"),  # prompt features (cached per voice) and text ids
     "lm_first_token": ("encoded", "first_token"),  # to the LM, waiting for a slot, prefill
-    "first_chunk_tokens": ("first_token", "chunk_ready"),  # LM steps until the decode worker has the chunk
+    "first_chunk_tokens": ("first_token", "chunk_sent"),  # LM steps until it has sent the chunk's tokens
+    "decode_inbox": ("chunk_sent", "chunk_ready"),  # the decode worker finishing the batch it was vocoding
     "decode_wait": ("chunk_ready", "vocode_start"),  # behind other chunks in the decode worker
     "vocode": ("vocode_start", "vocoded"),  # flow and HiFT of the batch holding the chunk
     "deliver": ("vocoded", "sent"),  # to the HTTP worker and onto the wire

@@ -57,6 +57,7 @@ class TokenDelta(msgspec.Struct, array_like=True, frozen=True):
     segment: int
     tokens: list[int]  # new speech tokens of this segment, in order
     finished: bool  # the segment's token stream ends after these
+    chunk_sent: float | None = None  # on the delta completing the first chunk: when the LM sent it (first_audio.py)
 
 
 class TokenBatch(msgspec.Struct, tag="tokens", frozen=True):

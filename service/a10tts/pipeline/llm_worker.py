@@ -29,7 +29,7 @@ from .first_audio import stamp
 from .internal import LLM_INBOX, PROMPT_TENSORS, DecodeStart, EncodedRequest, TokenBatch, TokenDelta, segment_texts
 from .memory_plan import kv_budget_bytes, service_used_bytes
 from .messages import Cancel
-from .scheduler import LMRequest, Scheduler, SchedulerLimits, StepResult
+from .scheduler import LMRequest, Scheduler, SchedulerLimits, StepResult, TokenOutput
 from .spec import StageSpec
 from .stage import RequestError, Stage, device_of, dtype_of, setup_logging
 
@@ -93,7 +93,19 @@ class Route:
 
     message: EncodedRequest
     prompt: dict[str, torch.Tensor] = field(repr=False)  # for DecodeStart; dropped once sent
+    first_chunk: int | None  # a stream's first chunk in tokens; None: the whole first segment
     decode: int | None = None  # its decode worker, once started
+    first_chunk_sent: bool = False
+    first_segment_tokens: int = 0  # sent so far
+
+    def completes_first_chunk(self, out: TokenOutput) -> bool:
+        """Whether ``out`` gives the decode worker what it needs for the first audio (once)."""
+        if self.first_chunk_sent or out.segment != 0:
+            return False
+        self.first_segment_tokens += len(out.tokens)
+        due = self.first_chunk is not None and self.first_segment_tokens >= self.first_chunk
+        self.first_chunk_sent = out.finished or due
+        return self.first_chunk_sent
 
 
 class StepLog:
@@ -183,14 +195,15 @@ class LLMWorker:
                 stream=message.stream,
             )
             prompt = {name: tensors[name] for name in PROMPT_TENSORS}
-            request.burst_tokens = self.chunks.first_chunk(len(prompt["prompt_speech_tokens"]))
+            first_chunk = self.chunks.first_chunk(len(prompt["prompt_speech_tokens"]))
+            request.burst_tokens = first_chunk
             self.scheduler.add(request)
         except KeyError as exc:
             self.stage.fail(rid, message.reply_to, 500, f"the encode stage sent no {exc} tensor")
         except RequestError as exc:
             self.stage.fail(rid, message.reply_to, exc.status, exc.message)
         else:
-            self.routes[rid] = Route(message, prompt)
+            self.routes[rid] = Route(message, prompt, first_chunk if message.stream else None)
 
     def cancel(self, rid: str) -> None:
         self.scheduler.cancel(rid)
@@ -220,7 +233,8 @@ class LLMWorker:
             route = self.routes.get(out.request_id)
             if route is None:  # failed in this step
                 continue
-            delta = TokenDelta(out.request_id, out.segment, out.tokens, out.finished)
+            chunk_sent = time.time() if route.completes_first_chunk(out) else None
+            delta = TokenDelta(out.request_id, out.segment, out.tokens, out.finished, chunk_sent)
             batches.setdefault(route.decode, []).append((route, delta))
             if out.done:
                 self._forget(out.request_id)

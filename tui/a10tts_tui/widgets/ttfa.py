@@ -19,7 +19,7 @@ LABEL = 14  # "p95   310 ms " and a space
 BARS = " ▁▂▃▄▅▆▇█"
 PHASE_LABELS = {  # the service's TTFA phases (pipeline/first_audio.py), short enough for one line
     "encode": "encode", "lm_first_token": "LM", "first_chunk_tokens": "tokens",
-    "decode_wait": "queue", "vocode": "vocode", "deliver": "send",
+    "decode_inbox": "inbox", "decode_wait": "queue", "vocode": "vocode", "deliver": "send",
 }
 
 
@@ -109,9 +109,9 @@ def _summary(server: ServerSnapshot) -> Text:
 
 def _phases(phases: dict) -> Text:
     """The median of each phase of the TTFA over the window, in the order a request meets them."""
-    text = Text("where (ms) ", style="dim", no_wrap=True, overflow="ellipsis")
+    text = Text("ms ", style="dim", no_wrap=True, overflow="ellipsis")
     for number, (name, seconds) in enumerate(phases.items()):
-        text.append(" · " if number else "", style="dim")
+        text.append("  " if number else "")  # seven phases fit an 80-column panel at three digits each
         text.append(f"{PHASE_LABELS.get(name, name)} ")
         value = _float(seconds)
         text.append(fmt.NA if value is None else f"{value * 1000:.0f}", style="bold")
