@@ -98,8 +98,9 @@ class Route:
     first_chunk_sent: bool = False
     first_segment_tokens: int = 0  # sent so far
 
-    def completes_first_chunk(self, out: TokenOutput) -> bool:
-        """Whether ``out`` gives the decode worker what it needs for the first audio (once)."""
+    def count_toward_first_chunk(self, out: TokenOutput) -> bool:
+        """Count ``out``'s tokens; True once, for the output that gives the decode worker what it
+        needs for the first audio."""
         if self.first_chunk_sent or out.segment != 0:
             return False
         self.first_segment_tokens += len(out.tokens)
@@ -233,7 +234,7 @@ class LLMWorker:
             route = self.routes.get(out.request_id)
             if route is None:  # failed in this step
                 continue
-            chunk_sent = time.time() if route.completes_first_chunk(out) else None
+            chunk_sent = time.time() if route.count_toward_first_chunk(out) else None
             delta = TokenDelta(out.request_id, out.segment, out.tokens, out.finished, chunk_sent)
             batches.setdefault(route.decode, []).append((route, delta))
             if out.done:

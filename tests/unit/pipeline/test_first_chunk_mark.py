@@ -7,7 +7,7 @@ from a10tts.pipeline.scheduler import TokenOutput
 
 
 def outputs(route: Route, *steps: tuple[int, list[int], bool]) -> list[bool]:
-    return [route.completes_first_chunk(TokenOutput("r", segment, tokens, finished, False))
+    return [route.count_toward_first_chunk(TokenOutput("r", segment, tokens, finished, False))
             for segment, tokens, finished in steps]
 
 
