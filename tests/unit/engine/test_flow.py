@@ -283,6 +283,35 @@ def test_streaming_changes_the_result(run_single: Callable[[int, bool, bool], Te
     assert run_single(51, True, True).size(2) == run_single(51, True, False).size(2) + 6
 
 
+def test_streamed_frames_of_earlier_chunks_do_not_depend_on_later_tokens(
+    flow: FlowModel, case: dict[str, Tensor]
+) -> None:
+    """The equivalence a streaming flow that does not recompute its prefix would rest on
+    (design.md): in streaming mode the mel of every 25-token chunk that ends at least 3 tokens
+    (the pre-look-ahead) before the first differing token is the same whatever follows, while
+    the chunk that the look-ahead reaches is not. With full attention nothing is."""
+    tokens = load_file(GOLDEN / "token2wav_stream_160.safetensors")["token"]
+    shared = 50  # request tokens both runs share: prompt (27) + 50 = 77 tokens of shared prefix
+    other = tokens.clone()
+    other[:, shared:] = tokens[:, shared:].flip(1)  # a different continuation, same length
+    assert not torch.equal(other[:, shared:80], tokens[:, shared:80])
+
+    def mel(request: Tensor, streaming: bool) -> Tensor:
+        out, _ = flow.inference(request[:, :80], lengths(80), case["prompt_token"], lengths(PROMPT_TOKENS),
+                                case["prompt_feat"], lengths(PROMPT_FRAMES), case["embedding"],
+                                streaming=streaming, finalize=False)
+        return out
+
+    stable_tokens = (PROMPT_TOKENS + shared - 3) // 25 * 25  # whole chunks out of the look-ahead's reach
+    stable = 2 * stable_tokens - PROMPT_FRAMES  # their mel frames after the prompt's are dropped
+    reached = slice(stable, stable + 2 * 25)  # the next chunk: its last tokens look ahead into the change
+    streamed, streamed_other = mel(tokens, True), mel(other, True)
+    assert stable == 46
+    assert max_error(streamed[:, :, :stable], streamed_other[:, :, :stable]) < 1e-6
+    assert max_error(streamed[:, :, reached], streamed_other[:, :, reached]) > 1e-3
+    assert max_error(mel(tokens, False)[:, :, :stable], mel(other, False)[:, :, :stable]) > 1e-3
+
+
 # --- batching and precision -----------------------------------------------------------------
 
 
