@@ -98,7 +98,9 @@ def test_flow_graphs_equal_eager_for_ragged_streaming_batches() -> None:
         return mel.cpu(), mel_len.cpu()
 
     eager, eager_len = run()
+    assert flow.continues_prefixes
     flow.enable_cuda_graphs(max_batch_size=4)
+    assert not flow.continues_prefixes  # the graphs run whole inputs: no flow prefixes on this path
     graphed, graphed_len = run()
     graphed_again, _ = run()  # a replay of the captured graph, not the capture run
     flow.enable_cuda_graphs(max_batch_size=4, max_frames=600)  # every bucket captured up front

@@ -108,6 +108,11 @@ class DecodeConfig(Section):
     first_hop_tokens: int = Field(
         25, ge=5, le=100, description="Speech tokens in the first streamed chunk (smaller = sooner)."
     )
+    flow_prefix_cache_mib: int = Field(
+        512, ge=0, le=1 << 20,
+        description="Memory per decode process for each voice's flow work on its prompt, which streamed "
+        "chunks then skip; used where the flow runs eagerly (no CUDA graphs or TensorRT); 0 = off.",
+    )
 
 
 class MemoryConfig(Section):

@@ -13,6 +13,9 @@ since it started (its listener is waiting); a stream is due when the audio it ha
 from its first chunk on, runs out. So first chunks go before streams that still have audio in
 hand, and a stream about to run dry goes before both.
 
+A streamed chunk whose voice has a flow prefix (``flow_prefixes.py``) runs the flow only after
+it; the batch's other rows run in a second flow call.
+
 Segments are vocoded one after another, each with a fresh plan and cache, as ``CosyVoice2``
 does; a non-streaming segment is one final chunk (stretched by ``speed``).
 """
@@ -31,11 +34,13 @@ from torch.nn.utils.rnn import pad_sequence
 
 from a10tts.engine.cosyvoice2 import SAMPLE_RATE
 from a10tts.engine.flow import FlowModel
+from a10tts.engine.flow.prefix import FlowPrefix
 from a10tts.engine.frontend import PromptFeatures
 from a10tts.engine.hift import HiFTGenerator
 from a10tts.engine.streaming import Chunk, ChunkPlan, VocoderCache, join_chunk, vocoder_input
 
 from .first_audio import stamp
+from .flow_prefixes import VoicePrefixes, voice_key
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,7 @@ class DecodeRequest:
     first_hop: int
     lookahead: int
     started_at: float  # the batcher's clock
+    voice: bytes = b""  # flow_prefixes.voice_key, where the batcher keeps flow prefixes
     marks: dict[str, float] = field(default_factory=dict)  # until the first chunk is vocoded (first_audio.py)
     first_audio_at: float | None = None  # the batcher's clock
     audio_seconds: float = 0.0  # produced so far
@@ -152,9 +158,10 @@ class Audio:
 
 class DecodeBatcher:
     def __init__(self, flow: FlowModel, hift: HiFTGenerator, *, first_hop_tokens: int, max_batch_size: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 prefix_budget_bytes: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
         self.flow = flow
         self.hift = hift
+        self.prefixes = VoicePrefixes(flow, prefix_budget_bytes)
         self.first_hop_tokens = first_hop_tokens
         self.max_batch_size = max_batch_size
         self.clock = clock
@@ -168,7 +175,7 @@ class DecodeBatcher:
         request = DecodeRequest(
             request_id, reply_to, prompt.to(self.device), stream, speed, num_segments,
             hift_generator(seed, self.device), self.first_hop_tokens, self.flow.pre_lookahead_len,
-            started_at=self.clock(), marks=dict(marks or {}),
+            started_at=self.clock(), voice=voice_key(prompt) if self.prefixes.enabled else b"", marks=dict(marks or {}),
         )
         self.requests[request_id] = request
         return request
@@ -224,26 +231,22 @@ class DecodeBatcher:
 
     @torch.inference_mode()
     def vocode(self, requests: list[DecodeRequest], chunks: list[Chunk]) -> list[Tensor]:
-        """One flow call and one HiFT call for one chunk of each request; updates their caches."""
-        device, prompts = self.device, [r.prompt for r in requests]
-        tokens = [torch.tensor(r.tokens[r.segment][: c.end], dtype=torch.int32, device=device)
-                  for r, c in zip(requests, chunks)]
-        prompt_tokens = [p.prompt_speech_tokens for p in prompts]
-        prompt_mels = [p.prompt_mel for p in prompts]
-        mel, mel_len = self.flow.inference(
-            token=pad_sequence(tokens, batch_first=True),
-            token_len=_lengths(tokens, device),
-            prompt_token=pad_sequence(prompt_tokens, batch_first=True),
-            prompt_token_len=_lengths(prompt_tokens, device),
-            prompt_feat=pad_sequence(prompt_mels, batch_first=True),
-            prompt_feat_len=_lengths(prompt_mels, device),
-            embedding=torch.stack([p.speaker_embedding for p in prompts]),
-            streaming=torch.tensor([c.streaming for c in chunks], device=device),
-            finalize=torch.tensor([c.finalize for c in chunks], device=device),
-        )
+        """The flow (one call, two with flow prefixes) and one HiFT call for one chunk of each
+        request; updates their caches."""
+        device = self.device
+        prefixes = [self.prefixes.get(r.voice, r.prompt) if self.prefixes.enabled and c.streaming else None
+                    for r, c in zip(requests, chunks)]
+        flow_mels: list[Tensor] = [torch.empty(0)] * len(requests)
+        for continuing in (False, True):
+            rows = [i for i, prefix in enumerate(prefixes) if (prefix is not None) == continuing]
+            if rows:
+                mel, mel_len = self._flow([requests[i] for i in rows], [chunks[i] for i in rows],
+                                          [prefixes[i] for i in rows] if continuing else None)
+                for j, i in enumerate(rows):
+                    flow_mels[i] = mel[j, :, : int(mel_len[j])]
         mels = []
-        for row, (request, chunk) in enumerate(zip(requests, chunks)):
-            new = vocoder_input(mel[row, :, : int(mel_len[row])].float(), chunk, request.cache, self.flow.token_mel_ratio)
+        for request, chunk, mel in zip(requests, chunks, flow_mels):
+            new = vocoder_input(mel.float(), chunk, request.cache, self.flow.token_mel_ratio)
             if request.speed != 1.0:  # non-streaming only: stretch the mel, as upstream
                 new = F.interpolate(new[None], size=int(new.shape[1] / request.speed), mode="linear")[0]
             mels.append(new)
@@ -261,3 +264,24 @@ class DecodeBatcher:
             n = int(frames[row]) * self.hift.samples_per_frame
             out.append(join_chunk(speech[row, :n], source[row, :, :n], new, chunk, request.cache).cpu())
         return out
+
+    def _flow(self, requests: list[DecodeRequest], chunks: list[Chunk],
+              prefixes: list[FlowPrefix] | None) -> tuple[Tensor, Tensor]:
+        """One flow call over these rows: mel ``[B, C, F]`` and each row's new frames ``[B]``."""
+        device, prompts = self.device, [r.prompt for r in requests]
+        tokens = [torch.tensor(r.tokens[r.segment][: c.end], dtype=torch.int32, device=device)
+                  for r, c in zip(requests, chunks)]
+        prompt_tokens = [p.prompt_speech_tokens for p in prompts]
+        prompt_mels = [p.prompt_mel for p in prompts]
+        return self.flow.inference(
+            token=pad_sequence(tokens, batch_first=True),
+            token_len=_lengths(tokens, device),
+            prompt_token=pad_sequence(prompt_tokens, batch_first=True),
+            prompt_token_len=_lengths(prompt_tokens, device),
+            prompt_feat=pad_sequence(prompt_mels, batch_first=True),
+            prompt_feat_len=_lengths(prompt_mels, device),
+            embedding=torch.stack([p.speaker_embedding for p in prompts]),
+            streaming=torch.tensor([c.streaming for c in chunks], device=device),
+            finalize=torch.tensor([c.finalize for c in chunks], device=device),
+            prefixes=prefixes,
+        )

@@ -115,6 +115,7 @@ def main(spec: StageSpec) -> None:
         hift,
         first_hop_tokens=config.decode.first_hop_tokens,
         max_batch_size=config.decode.max_batch_size,
+        prefix_budget_bytes=config.decode.flow_prefix_cache_mib * 2**20,
     )
     try:
         DecodeWorker(stage, batcher).run()

@@ -54,13 +54,16 @@ def alone(models, case: Case) -> list[torch.Tensor]:
     ]
 
 
-def test_batched_chunks_equal_each_request_alone(models) -> None:
+@pytest.mark.parametrize("prefix_mib", [0, 64], ids=["recomputed", "flow prefixes"])
+def test_batched_chunks_equal_each_request_alone(models, prefix_mib: int) -> None:
+    """Also with flow prefixes: the first voice's prompt holds two attention chunks that its
+    streamed chunks skip, the others' none, so batches mix both kinds of rows."""
     cases = [
-        make_case("streaming-early", 27, [80], stream=True),
+        make_case("streaming-early", 57, [80], stream=True),
         make_case("streaming-late", 13, [20, 45], stream=True),
         make_case("whole-slow", 20, [30, 25], stream=False, speed=0.8),
     ]
-    batcher = DecodeBatcher(*models, first_hop_tokens=FIRST_HOP, max_batch_size=2)
+    batcher = DecodeBatcher(*models, first_hop_tokens=FIRST_HOP, max_batch_size=2, prefix_budget_bytes=prefix_mib << 20)
     requests = {
         c.rid: batcher.start(c.rid, 0, c.prompt, stream=c.stream, speed=c.speed, num_segments=len(c.segments),
                              seed=c.seed)
@@ -98,6 +101,7 @@ def test_batched_chunks_equal_each_request_alone(models) -> None:
             torch.testing.assert_close(piece.samples, reference, atol=1e-4, rtol=0)
             assert len(piece.samples) % 480 == 0
     assert len(received[early.rid]) > 3  # streamed in several chunks
+    assert len(batcher.prefixes) == (2 if prefix_mib else 0)  # early's voice (100 frames) and late's (none)
     assert len(received[whole.rid]) == 2  # one chunk per segment without streaming
 
 

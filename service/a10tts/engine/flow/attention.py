@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from a10tts.engine.flow.prefix import LayerPrefix
+
 
 def relative_position_encoding(
     length: int, dim: int, device: torch.device, dtype: torch.dtype
@@ -93,12 +95,14 @@ class SelfAttention(nn.Module):
         self.to_v = nn.Linear(dim, inner, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])  # key "to_out.0", as in diffusers
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """x ``[B, T, D]``, mask ``[B, 1|T, T]`` bool."""
+    def forward(self, x: Tensor, mask: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
+        """x ``[B, T, D]``, mask ``[B, 1|T, P+T]`` bool (``P``: the frames of ``prefix``, if any)."""
         batch, length, _ = x.shape
         heads = (batch, length, self.num_heads, self.head_dim)
         q = self.to_q(x).view(heads).transpose(1, 2)
         k = self.to_k(x).view(heads).transpose(1, 2)
         v = self.to_v(x).view(heads).transpose(1, 2)
+        if prefix is not None:
+            k, v = prefix.keys_values(k, v)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))
         return self.to_out[0](out.transpose(1, 2).reshape(batch, length, -1))

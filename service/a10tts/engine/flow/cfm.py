@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from a10tts.engine.hparams import nested_args, require
 from a10tts.engine.flow.estimator import CausalConditionalDecoder
+from a10tts.engine.flow.prefix import FlowPrefix, LayerPrefix, PrefixRecorder, batch_prefixes
 
 # Upstream seeds torch with 0 and draws randn([1, 80, NOISE_FRAMES]) once, at construction:
 # every call starts from the same noise, so identical inputs give identical mel (300 s max).
@@ -62,6 +63,12 @@ class CausalConditionalCFM(nn.Module):
             self._noise = self._noise.to(device)
         return self._noise[:, :, :frames]
 
+    def noise_from(self, start: Tensor, frames: int) -> Tensor:
+        """Per row ``b``, the fixed noise's frames ``start[b]`` onwards: ``[B, C, frames]`` fp32."""
+        noise = self.noise(int(start.max()) + frames, start.device)[0]
+        position = start.unsqueeze(1) + torch.arange(frames, device=start.device).unsqueeze(0)  # [B, frames]
+        return noise[:, position].transpose(0, 1)
+
     def time_grid(self, n_timesteps: int, device: torch.device) -> Tensor:
         """``n_timesteps + 1`` ODE times from 0 to 1 (cosine: small steps near the noise end)."""
         t = torch.linspace(0, 1, n_timesteps + 1, device=device, dtype=torch.float32)
@@ -92,6 +99,32 @@ class CausalConditionalCFM(nn.Module):
             x = self.euler_step(x, times[step], times[step + 1] - times[step], inputs)
         return x
 
+    def record_prefix(self, mu: Tensor, mask: Tensor, spks: Tensor, cond: Tensor, n_timesteps: int = 10) -> FlowPrefix:
+        """Integrate one row's whole leading chunks (streaming) and keep, per Euler step, what
+        later frames need of them (``prefix.py``). mu, cond ``[1, C, P]``; mask ``[1, 1, P]``."""
+        x = self.noise(mu.size(2), mu.device)
+        inputs = self.guidance_inputs(mu, mask, spks, cond, True)
+        times = self.time_grid(n_timesteps, mu.device)
+        steps = []
+        for step in range(n_timesteps):
+            steps.append(PrefixRecorder())
+            x = self.euler_step(x, times[step], times[step + 1] - times[step], inputs, steps[-1])
+        return FlowPrefix(mu.size(2), steps)
+
+    def continue_prefixes(
+        self, prefixes: list[FlowPrefix], mu: Tensor, mask: Tensor, spks: Tensor, cond: Tensor, n_timesteps: int = 10
+    ) -> Tensor:
+        """Like ``forward`` in streaming mode, for the frames after each row's prefix: row ``b``
+        continues ``prefixes[b]``, from the noise frame where that prefix ends."""
+        start = torch.tensor([p.frames for p in prefixes], device=mu.device)
+        x = self.noise_from(start, mu.size(2))
+        readers, valid = batch_prefixes(prefixes)
+        inputs = self.guidance_inputs(mu, mask, spks, cond, True)
+        times = self.time_grid(n_timesteps, mu.device)
+        for step in range(n_timesteps):
+            x = self.euler_step(x, times[step], times[step + 1] - times[step], inputs, readers[step], valid)
+        return x
+
     @staticmethod
     def guidance_inputs(
         mu: Tensor, mask: Tensor, spks: Tensor, cond: Tensor, streaming: bool | Tensor
@@ -106,11 +139,14 @@ class CausalConditionalCFM(nn.Module):
             torch.cat([streaming, streaming]) if isinstance(streaming, Tensor) else streaming,
         )
 
-    def euler_step(self, x: Tensor, t: Tensor, dt: Tensor, inputs: tuple) -> Tensor:
-        """``x`` (fp32 ``[B, C, T]``) advanced from time ``t`` by ``dt`` along the guided velocity."""
+    def euler_step(self, x: Tensor, t: Tensor, dt: Tensor, inputs: tuple, prefix: LayerPrefix | None = None,
+                   prefix_valid: Tensor | None = None) -> Tensor:
+        """``x`` (fp32 ``[B, C, T]``) advanced from time ``t`` by ``dt`` along the guided velocity
+        (``prefix``, ``prefix_valid``: as the estimator takes them)."""
         mask_in, mu_in, spks_in, cond_in, streaming_in = inputs
         x_in = torch.cat([x, x]).to(mu_in.dtype)
-        velocity = self.estimator(x_in, mask_in, mu_in, t.expand(x_in.size(0)), spks_in, cond_in, streaming_in)
+        velocity = self.estimator(x_in, mask_in, mu_in, t.expand(x_in.size(0)), spks_in, cond_in, streaming_in,
+                                  prefix, prefix_valid)
         conditional, unconditional = velocity.float().chunk(2)
         rate = self.inference_cfg_rate
         return x + dt * ((1.0 + rate) * conditional - rate * unconditional)

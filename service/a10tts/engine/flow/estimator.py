@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from a10tts.engine.hparams import check_supported, require
 from a10tts.engine.flow.attention import SelfAttention
 from a10tts.engine.flow.masks import attention_mask
+from a10tts.engine.flow.prefix import LayerPrefix
 
 
 def timestep_features(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
@@ -47,8 +48,9 @@ class CausalConv1d(nn.Conv1d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         super().__init__(in_channels, out_channels, kernel_size)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(F.pad(x, (self.kernel_size[0] - 1, 0)))
+    def forward(self, x: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
+        context = self.kernel_size[0] - 1
+        return super().forward(F.pad(x, (context, 0)) if prefix is None else prefix.conv_input(x, context))
 
 
 class CausalConvBlock(nn.Module):
@@ -59,8 +61,8 @@ class CausalConvBlock(nn.Module):
         # Keys "block.0"/"block.2": upstream's Sequential has parameter-free transposes in slots 1 and 3.
         self.block = nn.ModuleDict({"0": CausalConv1d(dim, dim_out, 3), "2": nn.LayerNorm(dim_out)})
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        h = self.block["0"](x * mask)
+    def forward(self, x: Tensor, mask: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
+        h = self.block["0"](x * mask, prefix)
         h = self.block["2"](h.transpose(1, 2)).transpose(1, 2)
         return F.mish(h) * mask
 
@@ -75,9 +77,9 @@ class CausalResnetBlock(nn.Module):
         self.block2 = CausalConvBlock(dim_out, dim_out)
         self.res_conv = nn.Conv1d(dim, dim_out, 1)
 
-    def forward(self, x: Tensor, mask: Tensor, time_emb: Tensor) -> Tensor:
-        h = self.block1(x, mask) + self.mlp(time_emb).unsqueeze(-1)
-        h = self.block2(h, mask)
+    def forward(self, x: Tensor, mask: Tensor, time_emb: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
+        h = self.block1(x, mask, prefix) + self.mlp(time_emb).unsqueeze(-1)
+        h = self.block2(h, mask, prefix)
         return h + self.res_conv(x * mask)
 
 
@@ -110,8 +112,8 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = GeluFeedForward(dim, 4 * dim)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        x = x + self.attn1(self.norm1(x), mask)
+    def forward(self, x: Tensor, mask: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
+        x = x + self.attn1(self.norm1(x), mask, prefix)
         return x + self.ff(self.norm3(x))
 
 
@@ -189,6 +191,8 @@ class CausalConditionalDecoder(nn.Module):
         spks: Tensor,
         cond: Tensor,
         streaming: bool | Tensor = False,
+        prefix: LayerPrefix | None = None,
+        prefix_valid: Tensor | None = None,
     ) -> Tensor:
         """Velocity ``[B, out_channels, T]`` at time ``t``.
 
@@ -196,24 +200,32 @@ class CausalConditionalDecoder(nn.Module):
         the time features exact under half precision); spks ``[B, C]``; streaming: one flag or a
         ``[B]`` bool tensor, selecting chunked attention. No host syncs: safe to capture in a
         CUDA graph for a fixed shape.
+
+        ``prefix`` (``prefix.py``) records what the layers leave of these frames, or, with
+        ``prefix_valid`` ``[B, P]`` (which of a batched prefix's keys are real), puts a recorded
+        prefix of whole chunks in front of them: these frames then continue it, in streaming mode.
         """
         time_emb = self.time_mlp(timestep_features(t, self.in_channels).to(x.dtype))
         h = torch.cat([x, mu, spks.unsqueeze(-1).expand(-1, -1, x.size(-1)), cond], dim=1)
         attn_mask = attention_mask(mask.squeeze(1) > 0, self.static_chunk_size, streaming)
+        if prefix_valid is not None:  # every frame sees the whole prefix, which ends on a chunk boundary
+            frames = x.size(-1)
+            attn_mask = torch.cat([prefix_valid.unsqueeze(1).expand(-1, frames, -1),
+                                   attn_mask.expand(-1, frames, -1)], dim=2)
 
         resnet, blocks, conv = self.down_blocks[0]
-        skip = self._attend(resnet(h, mask, time_emb), blocks, attn_mask)
-        h = conv(skip * mask)
+        skip = self._attend(resnet(h, mask, time_emb, prefix), blocks, attn_mask, prefix)
+        h = conv(skip * mask, prefix)
         for resnet, blocks in self.mid_blocks:
-            h = self._attend(resnet(h, mask, time_emb), blocks, attn_mask)
+            h = self._attend(resnet(h, mask, time_emb, prefix), blocks, attn_mask, prefix)
         resnet, blocks, conv = self.up_blocks[0]
-        h = self._attend(resnet(torch.cat([h, skip], dim=1), mask, time_emb), blocks, attn_mask)
-        h = self.final_block(conv(h * mask), mask)
+        h = self._attend(resnet(torch.cat([h, skip], dim=1), mask, time_emb, prefix), blocks, attn_mask, prefix)
+        h = self.final_block(conv(h * mask, prefix), mask, prefix)
         return self.final_proj(h * mask) * mask
 
     @staticmethod
-    def _attend(h: Tensor, blocks: nn.ModuleList, attn_mask: Tensor) -> Tensor:
+    def _attend(h: Tensor, blocks: nn.ModuleList, attn_mask: Tensor, prefix: LayerPrefix | None) -> Tensor:
         h = h.transpose(1, 2)
         for block in blocks:
-            h = block(h, attn_mask)
+            h = block(h, attn_mask, prefix)
         return h.transpose(1, 2)

@@ -13,7 +13,9 @@ from a10tts.engine.cuda_graphs import FlowGraphs
 from a10tts.engine.hparams import nested_args, require
 from a10tts.engine.flow.cfm import CausalConditionalCFM
 from a10tts.engine.flow.encoder import UpsampleConformerEncoder
+from a10tts.engine.flow.estimator import CausalConditionalDecoder
 from a10tts.engine.flow.masks import lengths_to_mask
+from a10tts.engine.flow.prefix import FlowPrefix
 
 
 def join_prompt_and_tokens(
@@ -123,6 +125,52 @@ class FlowModel(nn.Module):
         x = self.input_embedding(tokens.clamp(min=0).long())
         return self.encoder(x, total_len, output_len, _on_device(streaming, device))
 
+    @property
+    def continues_prefixes(self) -> bool:
+        """Whether ``inference`` can continue ``prompt_prefix``es: the estimator runs eagerly
+        (CUDA graphs and TensorRT engines are captured for whole inputs)."""
+        return self._graphs is None and isinstance(self.decoder.estimator, CausalConditionalDecoder)
+
+    def prefix_tokens(self, prompt_tokens: int) -> int:
+        """How many of a prompt's tokens no request token can reach in streaming mode: whole
+        attention chunks ending at least the pre-look-ahead before the prompt does."""
+        chunk = self.encoder.static_chunk_size
+        if chunk <= 0 or getattr(self.decoder.estimator, "static_chunk_size", None) != chunk * self.token_mel_ratio:
+            return 0  # chunk layouts other than CosyVoice2's: no prefix is known to be safe
+        return (prompt_tokens - self.pre_lookahead_len) // chunk * chunk
+
+    @torch.inference_mode()
+    def prompt_prefix(
+        self, prompt_token: Tensor, prompt_feat: Tensor, embedding: Tensor, n_timesteps: int = 10
+    ) -> FlowPrefix | None:
+        """The streamed flow's work on one voice's prompt that every streamed chunk of every
+        request in that voice repeats (prompt_token ``[P]``, prompt_feat ``[Fp, output_size]``,
+        embedding ``[spk_embed_dim]``), or None if the prompt is too short to hold any."""
+        device = self.input_embedding.weight.device
+        frames = self.prefix_tokens(len(prompt_token)) * self.token_mel_ratio
+        if frames <= 0 or frames > prompt_feat.size(0):
+            return None
+        no_tokens = torch.zeros(1, 0, dtype=torch.long, device=device)
+        mu, valid, _, spks = self._conditioning(
+            no_tokens, torch.zeros(1, dtype=torch.long, device=device), prompt_token[None].to(device),
+            torch.tensor([len(prompt_token)], device=device), embedding[None], True, False,
+        )
+        cond = prompt_feat[None, :frames].to(device=device, dtype=mu.dtype).transpose(1, 2)
+        return self.decoder.record_prefix(mu[:, :, :frames], valid[:, :, :frames], spks, cond, n_timesteps)
+
+    def _conditioning(
+        self, token: Tensor, token_len: Tensor, prompt_token: Tensor, prompt_token_len: Tensor, embedding: Tensor,
+        streaming: bool | Tensor, finalize: bool | Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The estimator's mu ``[B, output_size, T]`` (zero past each row's frames), the valid
+        frames ``[B, 1, T]``, their number ``[B]`` and the speaker vectors ``[B, output_size]``."""
+        dtype = self.encoder_proj.weight.dtype
+        unit_embedding = F.normalize(embedding.to(self.input_embedding.weight.device).float(), dim=1)
+        spks = self.spk_embed_affine_layer(unit_embedding.to(dtype))
+        hidden, frames_len = self.encode(token, token_len, prompt_token, prompt_token_len, streaming, finalize)
+        valid = lengths_to_mask(frames_len, hidden.size(1)).unsqueeze(1).to(dtype)  # [B, 1, T]
+        return self.encoder_proj(hidden).transpose(1, 2) * valid, valid, frames_len, spks
+
     @torch.inference_mode()
     def inference(
         self,
@@ -136,6 +184,7 @@ class FlowModel(nn.Module):
         streaming: bool | Tensor = False,
         finalize: bool | Tensor = True,
         n_timesteps: int = 10,
+        prefixes: list[FlowPrefix] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Mel for a padded batch of requests: ``mel [B, output_size, F]`` (fp32) and ``mel_len [B]``.
 
@@ -144,23 +193,30 @@ class FlowModel(nn.Module):
         token); embedding ``[B, spk_embed_dim]``. ``streaming`` (chunked attention) and
         ``finalize`` are one flag for the batch or a ``[B]`` bool tensor. The prompt frames are
         dropped: row b holds ``mel_len[b]`` new frames, zero-padded after them.
+
+        ``prefixes``: each row's ``prompt_prefix`` (streaming rows only, ``continues_prefixes``):
+        the estimator then runs only on the frames after it, with the same result.
         """
         device = self.input_embedding.weight.device
         dtype = self.encoder_proj.weight.dtype
         streaming = _on_device(streaming, device)
-        unit_embedding = F.normalize(embedding.to(device).float(), dim=1)
-        spks = self.spk_embed_affine_layer(unit_embedding.to(dtype))
-        hidden, frames_len = self.encode(
-            token, token_len, prompt_token, prompt_token_len, streaming, finalize
+        mu, valid, frames_len, spks = self._conditioning(
+            token, token_len, prompt_token, prompt_token_len, embedding, streaming, finalize
         )
-
-        frames = hidden.size(1)
-        valid = lengths_to_mask(frames_len, frames).unsqueeze(1).to(dtype)  # [B, 1, T]
-        mu = self.encoder_proj(hidden).transpose(1, 2) * valid
-        cond = self._prompt_condition(prompt_feat.to(device), prompt_feat_len.to(device), frames, dtype)
+        prompt_frames = prompt_feat_len.to(device)
+        cond = self._prompt_condition(prompt_feat.to(device), prompt_frames, mu.size(2), dtype)
+        if prefixes is not None:
+            done = torch.tensor([p.frames for p in prefixes], device=device)
+            if bool((done > prompt_frames).any()):
+                raise ValueError("a flow prefix is longer than its row's prompt: it belongs to another voice")
+            (mu, _), (cond, new_len) = self._drop_leading(mu, done, frames_len), self._drop_leading(cond, done, frames_len)
+            mel = self.decoder.continue_prefixes(
+                prefixes, mu, lengths_to_mask(new_len, mu.size(2)).unsqueeze(1).to(dtype), spks, cond, n_timesteps
+            )
+            return self._drop_leading(mel, prompt_frames - done, new_len)
         solve = self._graphs if self._graphs is not None else self.decoder
         mel = solve(mu, valid, spks, cond, streaming, n_timesteps)
-        return self._drop_prompt(mel, prompt_feat_len.to(device), frames_len)
+        return self._drop_leading(mel, prompt_frames, frames_len)
 
     def _prompt_condition(
         self, prompt_feat: Tensor, prompt_feat_len: Tensor, frames: int, dtype: torch.dtype
@@ -174,10 +230,11 @@ class FlowModel(nn.Module):
         return cond.transpose(1, 2)
 
     @staticmethod
-    def _drop_prompt(mel: Tensor, prompt_frames: Tensor, frames_len: Tensor) -> tuple[Tensor, Tensor]:
-        """Shift each row left by its prompt length; frames past ``mel_len`` are zero."""
-        mel_len = (frames_len - prompt_frames).clamp(min=0)
-        position = torch.arange(int(mel_len.max()), device=mel.device).unsqueeze(0)
-        source = (position + prompt_frames.unsqueeze(1)).clamp(max=mel.size(2) - 1)
-        shifted = mel.gather(2, source.unsqueeze(1).expand(-1, mel.size(1), -1))
-        return shifted * (position < mel_len.unsqueeze(1)).unsqueeze(1), mel_len
+    def _drop_leading(x: Tensor, leading: Tensor, frames_len: Tensor) -> tuple[Tensor, Tensor]:
+        """Shift each row of ``x`` ``[B, C, T]`` left by its ``leading`` frames (the prompt's, or a
+        prefix's): ``[B, C, max(kept)]`` and the frames kept, ``frames_len - leading``; zero after them."""
+        kept = (frames_len - leading).clamp(min=0)
+        position = torch.arange(int(kept.max()), device=x.device).unsqueeze(0)
+        source = (position + leading.unsqueeze(1)).clamp(max=x.size(2) - 1)
+        shifted = x.gather(2, source.unsqueeze(1).expand(-1, x.size(1), -1))
+        return shifted * (position < kept.unsqueeze(1)).unsqueeze(1), kept

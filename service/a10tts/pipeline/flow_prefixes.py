@@ -1,0 +1,57 @@
+"""Per voice, the flow's work on the prompt that every streamed chunk would otherwise repeat.
+
+A streamed chunk runs the flow over the voice's prompt and every token so far. The prompt's
+leading chunks come out the same for every chunk of every request in that voice
+(``FlowModel.prompt_prefix``), so the decode stage computes them once per voice and the flow
+continues from them. Entries are dropped least recently used past a byte budget: a full-size
+5 s prompt keeps ~460 MB (design.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+
+from a10tts.engine.flow import FlowModel
+from a10tts.engine.flow.prefix import FlowPrefix
+from a10tts.engine.frontend import PromptFeatures
+
+
+def voice_key(prompt: PromptFeatures) -> bytes:
+    """What identifies a voice to the flow: its prompt tokens, prompt mel and speaker embedding."""
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in (prompt.prompt_speech_tokens, prompt.prompt_mel, prompt.speaker_embedding):
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.digest()
+
+
+class VoicePrefixes:
+    def __init__(self, flow: FlowModel, budget_bytes: int) -> None:
+        self.flow = flow
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[bytes, FlowPrefix | None] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.budget_bytes > 0 and self.flow.continues_prefixes
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self._entries.values() if p is not None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: bytes, prompt: PromptFeatures) -> FlowPrefix | None:
+        """The voice's prefix, computed on first use; None if its prompt is too short to hold one
+        (remembered too) or the prefix alone is over the budget."""
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        prefix = self.flow.prompt_prefix(prompt.prompt_speech_tokens, prompt.prompt_mel, prompt.speaker_embedding)
+        if prefix is not None and prefix.nbytes > self.budget_bytes:
+            return None
+        self._entries[key] = prefix
+        while self.nbytes > self.budget_bytes:
+            self._entries.popitem(last=False)
+        return prefix
