@@ -16,25 +16,24 @@ tensors back while new frames run.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-class LayerPrefix:
+class LayerPrefix(Protocol):
     """What each causal convolution and attention layer of one estimator call sees of the prefix."""
 
     def conv_input(self, x: Tensor, context: int) -> Tensor:
         """``x`` ``[B, C, T]`` with ``context`` frames in front for a causal convolution."""
-        raise NotImplementedError
 
     def keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """``[B, H, T, d]`` keys and values with the prefix's in front."""
-        raise NotImplementedError
 
 
-class PrefixRecorder(LayerPrefix):
+class PrefixRecorder:
     """Runs the prefix frames as a sequence start (zero left context) and keeps what they leave."""
 
     def __init__(self) -> None:
@@ -50,7 +49,7 @@ class PrefixRecorder(LayerPrefix):
         return k, v
 
 
-class PrefixReader(LayerPrefix):
+class PrefixReader:
     """Puts a recorded prefix in front of the new frames, layer by layer."""
 
     def __init__(self, conv: list[Tensor], kv: list[tuple[Tensor, Tensor]]) -> None:
