@@ -175,7 +175,8 @@ class DecodeBatcher:
         request = DecodeRequest(
             request_id, reply_to, prompt.to(self.device), stream, speed, num_segments,
             hift_generator(seed, self.device), self.first_hop_tokens, self.flow.pre_lookahead_len,
-            started_at=self.clock(), voice=voice_key(prompt) if self.prefixes.enabled else b"", marks=dict(marks or {}),
+            started_at=self.clock(), voice=voice_key(prompt) if self.prefixes.enabled and stream else b"",
+            marks=dict(marks or {}),
         )
         self.requests[request_id] = request
         return request

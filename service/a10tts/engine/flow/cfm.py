@@ -93,23 +93,15 @@ class CausalConditionalCFM(nn.Module):
         """
         batch, _, frames = mu.shape
         x = self.noise(frames, mu.device).expand(batch, -1, -1)
-        inputs = self.guidance_inputs(mu, mask, spks, cond, streaming)
-        times = self.time_grid(n_timesteps, mu.device)
-        for step in range(n_timesteps):
-            x = self.euler_step(x, times[step], times[step + 1] - times[step], inputs)
-        return x
+        return self._solve(x, self.guidance_inputs(mu, mask, spks, cond, streaming), n_timesteps)
 
     def record_prefix(self, mu: Tensor, mask: Tensor, spks: Tensor, cond: Tensor, n_timesteps: int = 10) -> FlowPrefix:
         """Integrate one row's whole leading chunks (streaming) and keep, per Euler step, what
         later frames need of them (``prefix.py``). mu, cond ``[1, C, P]``; mask ``[1, 1, P]``."""
-        x = self.noise(mu.size(2), mu.device)
+        recorders = [PrefixRecorder() for _ in range(n_timesteps)]
         inputs = self.guidance_inputs(mu, mask, spks, cond, True)
-        times = self.time_grid(n_timesteps, mu.device)
-        steps = []
-        for step in range(n_timesteps):
-            steps.append(PrefixRecorder())
-            x = self.euler_step(x, times[step], times[step + 1] - times[step], inputs, steps[-1])
-        return FlowPrefix(mu.size(2), steps)
+        self._solve(self.noise(mu.size(2), mu.device), inputs, n_timesteps, recorders)
+        return FlowPrefix(mu.size(2), recorders)
 
     def continue_prefixes(
         self, prefixes: list[FlowPrefix], mu: Tensor, mask: Tensor, spks: Tensor, cond: Tensor, n_timesteps: int = 10
@@ -117,12 +109,15 @@ class CausalConditionalCFM(nn.Module):
         """Like ``forward`` in streaming mode, for the frames after each row's prefix: row ``b``
         continues ``prefixes[b]``, from the noise frame where that prefix ends."""
         start = torch.tensor([p.frames for p in prefixes], device=mu.device)
-        x = self.noise_from(start, mu.size(2))
-        readers, valid = batch_prefixes(prefixes)
         inputs = self.guidance_inputs(mu, mask, spks, cond, True)
-        times = self.time_grid(n_timesteps, mu.device)
+        return self._solve(self.noise_from(start, mu.size(2)), inputs, n_timesteps, batch_prefixes(prefixes))
+
+    def _solve(self, x: Tensor, inputs: tuple, n_timesteps: int, prefixes: list[LayerPrefix] | None = None) -> Tensor:
+        """The Euler loop from ``x``; ``prefixes``: one per step, as the estimator takes them."""
+        times = self.time_grid(n_timesteps, x.device)
         for step in range(n_timesteps):
-            x = self.euler_step(x, times[step], times[step + 1] - times[step], inputs, readers[step], valid)
+            prefix = None if prefixes is None else prefixes[step]
+            x = self.euler_step(x, times[step], times[step + 1] - times[step], inputs, prefix)
         return x
 
     @staticmethod
@@ -139,14 +134,13 @@ class CausalConditionalCFM(nn.Module):
             torch.cat([streaming, streaming]) if isinstance(streaming, Tensor) else streaming,
         )
 
-    def euler_step(self, x: Tensor, t: Tensor, dt: Tensor, inputs: tuple, prefix: LayerPrefix | None = None,
-                   prefix_valid: Tensor | None = None) -> Tensor:
+    def euler_step(self, x: Tensor, t: Tensor, dt: Tensor, inputs: tuple, prefix: LayerPrefix | None = None) -> Tensor:
         """``x`` (fp32 ``[B, C, T]``) advanced from time ``t`` by ``dt`` along the guided velocity
-        (``prefix``, ``prefix_valid``: as the estimator takes them)."""
+        (``prefix``: as the estimator takes it)."""
         mask_in, mu_in, spks_in, cond_in, streaming_in = inputs
         x_in = torch.cat([x, x]).to(mu_in.dtype)
         velocity = self.estimator(x_in, mask_in, mu_in, t.expand(x_in.size(0)), spks_in, cond_in, streaming_in,
-                                  prefix, prefix_valid)
+                                  prefix)
         conditional, unconditional = velocity.float().chunk(2)
         rate = self.inference_cfg_rate
         return x + dt * ((1.0 + rate) * conditional - rate * unconditional)

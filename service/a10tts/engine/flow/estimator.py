@@ -192,7 +192,6 @@ class CausalConditionalDecoder(nn.Module):
         cond: Tensor,
         streaming: bool | Tensor = False,
         prefix: LayerPrefix | None = None,
-        prefix_valid: Tensor | None = None,
     ) -> Tensor:
         """Velocity ``[B, out_channels, T]`` at time ``t``.
 
@@ -201,16 +200,16 @@ class CausalConditionalDecoder(nn.Module):
         ``[B]`` bool tensor, selecting chunked attention. No host syncs: safe to capture in a
         CUDA graph for a fixed shape.
 
-        ``prefix`` (``prefix.py``) records what the layers leave of these frames, or, with
-        ``prefix_valid`` ``[B, P]`` (which of a batched prefix's keys are real), puts a recorded
-        prefix of whole chunks in front of them: these frames then continue it, in streaming mode.
+        ``prefix`` (``prefix.py``) records what the layers leave of these frames, or, where it has
+        ``keys_valid``, puts a recorded prefix of whole chunks in front of them: these frames then
+        continue it, in streaming mode.
         """
         time_emb = self.time_mlp(timestep_features(t, self.in_channels).to(x.dtype))
         h = torch.cat([x, mu, spks.unsqueeze(-1).expand(-1, -1, x.size(-1)), cond], dim=1)
         attn_mask = attention_mask(mask.squeeze(1) > 0, self.static_chunk_size, streaming)
-        if prefix_valid is not None:  # every frame sees the whole prefix, which ends on a chunk boundary
+        if prefix is not None and prefix.keys_valid is not None:  # the whole prefix: it ends on a chunk boundary
             frames = x.size(-1)
-            attn_mask = torch.cat([prefix_valid.unsqueeze(1).expand(-1, frames, -1),
+            attn_mask = torch.cat([prefix.keys_valid.unsqueeze(1).expand(-1, frames, -1),
                                    attn_mask.expand(-1, frames, -1)], dim=2)
 
         resnet, blocks, conv = self.down_blocks[0]

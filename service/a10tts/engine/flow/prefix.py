@@ -26,6 +26,8 @@ from torch import Tensor
 class LayerPrefix(Protocol):
     """What each causal convolution and attention layer of one estimator call sees of the prefix."""
 
+    keys_valid: Tensor | None  # [B, P]: which prefix keys are real, when the frames continue a prefix
+
     def conv_input(self, x: Tensor, context: int) -> Tensor:
         """``x`` ``[B, C, T]`` with ``context`` frames in front for a causal convolution."""
 
@@ -35,6 +37,8 @@ class LayerPrefix(Protocol):
 
 class PrefixRecorder:
     """Runs the prefix frames as a sequence start (zero left context) and keeps what they leave."""
+
+    keys_valid = None  # the frames run are the prefix itself
 
     def __init__(self) -> None:
         self.conv: list[Tensor] = []
@@ -52,8 +56,9 @@ class PrefixRecorder:
 class PrefixReader:
     """Puts a recorded prefix in front of the new frames, layer by layer."""
 
-    def __init__(self, conv: list[Tensor], kv: list[tuple[Tensor, Tensor]]) -> None:
+    def __init__(self, conv: list[Tensor], kv: list[tuple[Tensor, Tensor]], keys_valid: Tensor) -> None:
         self._conv, self._kv = iter(conv), iter(kv)
+        self.keys_valid = keys_valid
 
     def conv_input(self, x: Tensor, context: int) -> Tensor:
         return torch.cat([next(self._conv).to(x.dtype), x], dim=2)
@@ -77,10 +82,10 @@ class FlowPrefix:
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def batch_prefixes(prefixes: list[FlowPrefix]) -> tuple[list[PrefixReader], Tensor]:
+def batch_prefixes(prefixes: list[FlowPrefix]) -> list[PrefixReader]:
     """Readers, one per Euler step, for a guided call over these rows (row ``b`` from
-    ``prefixes[b]``; the unconditional halves follow the conditional ones), and which of the
-    ``[2B, longest]`` prefix keys are real: shorter prefixes are padded at their end."""
+    ``prefixes[b]``; the unconditional halves follow the conditional ones). Shorter prefixes are
+    padded at their end; each reader's ``keys_valid`` ``[2B, longest]`` masks the padding."""
     longest = max(p.frames for p in prefixes)
     device = prefixes[0].steps[0].kv[0][0].device
     frames = torch.tensor([p.frames for p in prefixes], device=device)
@@ -97,5 +102,5 @@ def batch_prefixes(prefixes: list[FlowPrefix]) -> tuple[list[PrefixReader], Tens
         conv = [guided([r.conv[i] for r in rows]) for i in range(len(rows[0].conv))]
         kv = [(guided([r.kv[i][0] for r in rows], longest), guided([r.kv[i][1] for r in rows], longest))
               for i in range(len(rows[0].kv))]
-        readers.append(PrefixReader(conv, kv))
-    return readers, valid
+        readers.append(PrefixReader(conv, kv, valid))
+    return readers
