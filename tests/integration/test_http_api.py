@@ -265,6 +265,8 @@ def test_openai_speech_with_a_registered_voice(service: Service) -> None:
                                                         "response_format": "pcm", "stream": True, "num_tokens": 20})
         assert speech.status_code == 200, speech.text
         assert len(speech.content) == 20 * 960 * 2
+        refused = client.post("/v1/audio/speech", json={"input": "Hi.", "voice": "tester", "num_tokens": 0})
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_field", refused.text
         assert client.post("/v1/audio/speech", json={"input": "Hi.", "voice": "tester",
                                                      "response_format": "mp3"}).status_code == 400
         assert client.delete(f"/v1/voices/{voice_id}").json()["deleted"] is True

@@ -122,3 +122,12 @@ def test_invalid_override_is_reported(config_dir: Path, state_dir: Path) -> None
     text = str(info.value)
     assert "environment: server.port: invalid value" in text
     assert "--set 'oops' is not KEY=VALUE" in text
+
+
+def test_a_negative_flow_prefix_budget_is_refused(config_dir: Path, state_dir: Path) -> None:
+    d = dirs(config_dir, state_dir)
+    assert load_config(d, env={}, overrides=["decode.flow_prefix_cache_mib=0"]).config.decode.flow_prefix_cache_mib == 0
+    with pytest.raises(ConfigError) as info:
+        load_config(d, env={}, overrides=["decode.flow_prefix_cache_mib=-1"])
+    assert [p.key for p in info.value.problems] == ["decode.flow_prefix_cache_mib"]
+    assert "greater than or equal to 0" in str(info.value)
