@@ -96,7 +96,8 @@ class SelfAttention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])  # key "to_out.0", as in diffusers
 
     def forward(self, x: Tensor, mask: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
-        """x ``[B, T, D]``, mask ``[B, 1|T, P+T]`` bool (``P``: the frames of ``prefix``, if any)."""
+        """x ``[B, T, D]``, mask ``[B, 1|T, P+T]``: bool, or an additive bias in x's dtype (0 where
+        a key is visible, -inf where not); ``P``: the frames of ``prefix``, if any."""
         batch, length, _ = x.shape
         heads = (batch, length, self.num_heads, self.head_dim)
         q = self.to_q(x).view(heads).transpose(1, 2)

@@ -5,6 +5,12 @@ condition and the ODE time ``t``, it predicts the velocity ``dx/dt``. Parameter 
 upstream's ``CausalConditionalDecoder`` (built on Matcha-TTS / diffusers blocks).
 CosyVoice2 uses a single U-Net level, so "down" and "up" keep the frame rate; only the skip
 connection and the layer layout remain of the U shape.
+
+Activations run frames-last (``[B, T, C]``) from the input to the output: the norms, attention
+and feed-forward layers take them so, and the convolutions run as GEMMs over each frame's window.
+Upstream's channels-first layout costs a transposing copy around every norm of every conv block
+and a layout change inside every cuDNN convolution, a fifth of a loaded Euler step on an H100
+(``docs/benchmarks.md``, "The flow estimator's layout").
 """
 
 from __future__ import annotations
@@ -43,14 +49,28 @@ class TimestepMLP(nn.Module):
 
 
 class CausalConv1d(nn.Conv1d):
-    """Conv1d padded on the left only, so frame t never depends on later frames."""
+    """A convolution over frames-last ``[B, T, C]`` padded on the left only, so frame t never
+    depends on later frames; upstream's ``Conv1d`` parameters, one GEMM over each frame's window."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         super().__init__(in_channels, out_channels, kernel_size)
 
     def forward(self, x: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
-        context = self.kernel_size[0] - 1
-        return super().forward(F.pad(x, (context, 0)) if prefix is None else prefix.conv_input(x, context))
+        size = self.kernel_size[0]
+        padded = F.pad(x, (0, 0, size - 1, 0)) if prefix is None else prefix.conv_input(x, size - 1)
+        frames = padded.size(1) - size + 1
+        windows = torch.cat([padded[:, k : k + frames] for k in range(size)], dim=2)  # [B, T, size * C_in]
+        return F.linear(windows, self.weight.permute(0, 2, 1).reshape(self.out_channels, -1), self.bias)
+
+
+class Pointwise(nn.Conv1d):
+    """A 1x1 convolution over frames-last ``[B, T, C]``: upstream's ``Conv1d`` parameters."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight[:, :, 0], self.bias)
 
 
 class CausalConvBlock(nn.Module):
@@ -62,9 +82,8 @@ class CausalConvBlock(nn.Module):
         self.block = nn.ModuleDict({"0": CausalConv1d(dim, dim_out, 3), "2": nn.LayerNorm(dim_out)})
 
     def forward(self, x: Tensor, mask: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
-        h = self.block["0"](x * mask, prefix)
-        h = self.block["2"](h.transpose(1, 2)).transpose(1, 2)
-        return F.mish(h) * mask
+        """x ``[B, T, C]``, mask ``[B, T, 1]``."""
+        return F.mish(self.block["2"](self.block["0"](x * mask, prefix))) * mask
 
 
 class CausalResnetBlock(nn.Module):
@@ -75,10 +94,10 @@ class CausalResnetBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Mish(), nn.Linear(time_dim, dim_out))
         self.block1 = CausalConvBlock(dim, dim_out)
         self.block2 = CausalConvBlock(dim_out, dim_out)
-        self.res_conv = nn.Conv1d(dim, dim_out, 1)
+        self.res_conv = Pointwise(dim, dim_out)
 
     def forward(self, x: Tensor, mask: Tensor, time_emb: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
-        h = self.block1(x, mask, prefix) + self.mlp(time_emb).unsqueeze(-1)
+        h = self.block1(x, mask, prefix) + self.mlp(time_emb).unsqueeze(1)
         h = self.block2(h, mask, prefix)
         return h + self.res_conv(x * mask)
 
@@ -165,7 +184,7 @@ class CausalConditionalDecoder(nn.Module):
         )
         self.up_blocks = nn.ModuleList([_stage(2 * width, conv=True, **stage)])
         self.final_block = CausalConvBlock(width, width)
-        self.final_proj = nn.Conv1d(width, out_channels, 1)
+        self.final_proj = Pointwise(width, out_channels)
 
     @classmethod
     def from_hparams(cls, args: Mapping[str, Any]) -> CausalConditionalDecoder:
@@ -205,26 +224,31 @@ class CausalConditionalDecoder(nn.Module):
         continue it, in streaming mode.
         """
         time_emb = self.time_mlp(timestep_features(t, self.in_channels).to(x.dtype))
-        h = torch.cat([x, mu, spks.unsqueeze(-1).expand(-1, -1, x.size(-1)), cond], dim=1)
+        frames_last = [x.transpose(1, 2), mu.transpose(1, 2), spks.unsqueeze(1).expand(-1, x.size(-1), -1),
+                       cond.transpose(1, 2)]
+        h = torch.cat(frames_last, dim=2)  # [B, T, C]
         attn_mask = attention_mask(mask.squeeze(1) > 0, self.static_chunk_size, streaming)
         if prefix is not None and prefix.keys_valid is not None:  # the whole prefix: it ends on a chunk boundary
             frames = x.size(-1)
             attn_mask = torch.cat([prefix.keys_valid.unsqueeze(1).expand(-1, frames, -1),
                                    attn_mask.expand(-1, frames, -1)], dim=2)
+        # SDPA would turn a bool mask into an additive bias in each of the ~56 attention layers
+        # (a fifth of a loaded Euler step on an H100): turn it once here
+        attn_bias = torch.zeros_like(attn_mask, dtype=x.dtype).masked_fill_(~attn_mask, float("-inf"))
 
+        mask = mask.transpose(1, 2)  # [B, T, 1]
         resnet, blocks, conv = self.down_blocks[0]
-        skip = self._attend(resnet(h, mask, time_emb, prefix), blocks, attn_mask, prefix)
+        skip = self._attend(resnet(h, mask, time_emb, prefix), blocks, attn_bias, prefix)
         h = conv(skip * mask, prefix)
         for resnet, blocks in self.mid_blocks:
-            h = self._attend(resnet(h, mask, time_emb, prefix), blocks, attn_mask, prefix)
+            h = self._attend(resnet(h, mask, time_emb, prefix), blocks, attn_bias, prefix)
         resnet, blocks, conv = self.up_blocks[0]
-        h = self._attend(resnet(torch.cat([h, skip], dim=1), mask, time_emb, prefix), blocks, attn_mask, prefix)
+        h = self._attend(resnet(torch.cat([h, skip], dim=2), mask, time_emb, prefix), blocks, attn_bias, prefix)
         h = self.final_block(conv(h * mask, prefix), mask, prefix)
-        return self.final_proj(h * mask) * mask
+        return (self.final_proj(h * mask) * mask).transpose(1, 2)
 
     @staticmethod
-    def _attend(h: Tensor, blocks: nn.ModuleList, attn_mask: Tensor, prefix: LayerPrefix | None) -> Tensor:
-        h = h.transpose(1, 2)
+    def _attend(h: Tensor, blocks: nn.ModuleList, attn_bias: Tensor, prefix: LayerPrefix | None) -> Tensor:
         for block in blocks:
-            h = block(h, attn_mask, prefix)
-        return h.transpose(1, 2)
+            h = block(h, attn_bias, prefix)
+        return h

@@ -29,7 +29,7 @@ class LayerPrefix(Protocol):
     keys_valid: Tensor | None  # [B, P]: which prefix keys are real, when the frames continue a prefix
 
     def conv_input(self, x: Tensor, context: int) -> Tensor:
-        """``x`` ``[B, C, T]`` with ``context`` frames in front for a causal convolution."""
+        """``x`` ``[B, T, C]`` with ``context`` frames in front for a causal convolution."""
 
     def keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """``[B, H, T, d]`` keys and values with the prefix's in front."""
@@ -45,8 +45,8 @@ class PrefixRecorder:
         self.kv: list[tuple[Tensor, Tensor]] = []
 
     def conv_input(self, x: Tensor, context: int) -> Tensor:
-        self.conv.append(x[:, :, x.size(2) - context:].clone())  # not a view that keeps all of x
-        return F.pad(x, (context, 0))
+        self.conv.append(x[:, x.size(1) - context:].clone())  # not a view that keeps all of x
+        return F.pad(x, (0, 0, context, 0))
 
     def keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         self.kv.append((k, v))
@@ -61,7 +61,7 @@ class PrefixReader:
         self.keys_valid = keys_valid
 
     def conv_input(self, x: Tensor, context: int) -> Tensor:
-        return torch.cat([next(self._conv).to(x.dtype), x], dim=2)
+        return torch.cat([next(self._conv).to(x.dtype), x], dim=1)
 
     def keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         past_k, past_v = next(self._kv)

@@ -1,0 +1,102 @@
+"""Where one Euler step of the flow spends the GPU's time at a loaded batch.
+
+Prints the step's kernel time by kind (GEMMs, attention, convolutions, the rest: norms,
+activations, copies) from the torch profiler, the replayed CUDA graph's time for the same step
+(the gap to the kernel sum is launch and idle time inside the graph), the costliest kernels,
+and one attention layer with a bool mask, with an additive bias, and with no mask.
+Run on the GPU machine: `python benchmarks/flow_profile.py --batch 16 --frames 450`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from a10tts.engine.cuda_graphs import FlowGraphs
+from a10tts.engine.demo import demo_yaml
+from a10tts.engine.flow import FlowModel
+from a10tts.engine.hparams import parse_hparams
+from timing import median_ms  # benchmarks/timing.py, beside this script
+
+KINDS = (("gemm", ("gemm", "cutlass", "xmma", "cublas", "matmul", "nvjet")),
+         ("attention", ("fmha", "attention", "flash", "efficient")),
+         ("conv", ("conv", "cudnn", "implicit")))
+
+
+def kind_of(kernel: str) -> str:
+    name = kernel.lower()
+    return next((kind for kind, marks in KINDS if any(m in name for m in marks)), "other")
+
+
+@torch.inference_mode()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=450)
+    parser.add_argument("--compile", action="store_true", help="compile the estimator first (dynamic shapes, as served)")
+    args = parser.parse_args()
+    with torch.device("cuda"):
+        flow = FlowModel.from_hparams(parse_hparams(demo_yaml("full"))["flow"].args).half().eval()
+        b, t, c = args.batch, args.frames, flow.output_size
+        mu, cond = torch.randn(b, c, t, dtype=torch.half), torch.randn(b, c, t, dtype=torch.half)
+        mask, spks = torch.ones(b, 1, t, dtype=torch.half), torch.randn(b, c, dtype=torch.half)
+        x, step_t, dt = torch.randn(b, c, t), torch.tensor(0.3), torch.tensor(0.1)
+    cfm = flow.decoder
+    if args.compile:
+        cfm.estimator.forward = torch.compile(cfm.estimator.forward, dynamic=True)
+    inputs = cfm.guidance_inputs(mu, mask, spks, cond, True)
+
+    def step() -> torch.Tensor:
+        return cfm.euler_step(x, step_t, dt, inputs)
+
+    print(f"# {torch.cuda.get_device_name()}, flow fp16{' compiled' if args.compile else ''}, one Euler step, "
+          f"batch {b} (CFG rows {2 * b}) x {t} frames")
+    started = time.perf_counter()
+    graphs = FlowGraphs(cfm, b)  # before the profiler, whose hooks upset a graph pool's first capture
+    graphs(mu, mask, spks, cond, True)
+    print(f"first call (capture{', compilation' if args.compile else ''}): {time.perf_counter() - started:.1f} s")
+    replay = median_ms(lambda: graphs(mu, mask, spks, cond, True), repeats=5) / 10
+    eager = median_ms(step)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        step()
+        torch.cuda.synchronize()
+    kernels = [(event.name, event.device_time_total / 1000) for event in prof.events()
+               if event.device_type == torch.autograd.DeviceType.CUDA]
+    by_kind: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    by_name: dict[str, float] = defaultdict(float)
+    for name, ms in kernels:
+        by_kind[kind_of(name)][0] += ms
+        by_kind[kind_of(name)][1] += 1
+        by_name[name[:90]] += ms
+    total = sum(ms for _, ms in kernels)
+    print("the costliest kernels, ms per step:")
+    for name, ms in sorted(by_name.items(), key=lambda kv: -kv[1])[:10]:
+        print(f"  {ms:6.2f}  {name}")
+    print("the operators that launched them, ms per step:")
+    operators = prof.key_averages(group_by_input_shape=True)
+    for op in sorted(operators, key=lambda op: -op.self_device_time_total)[:12]:
+        print(f"  {op.self_device_time_total / 1000:6.2f}  {op.count:4d} x {op.key} {str(op.input_shapes)[:80]}")
+    print("| kind | kernels | ms | share |")
+    print("|---|---|---|---|")
+    for kind, (ms, count) in sorted(by_kind.items(), key=lambda kv: -kv[1][0]):
+        print(f"| {kind} | {count} | {ms:.2f} | {100 * ms / total:.0f} % |")
+    print(f"kernel sum {total:.2f} ms; eager step {eager:.2f} ms; graph replay {replay:.2f} ms per step")
+
+    heads, head_dim = 8, 64
+    with torch.device("cuda"):
+        q = torch.randn(2 * b, heads, t, head_dim, dtype=torch.half)
+        chunk = ((torch.arange(t) // 50).unsqueeze(1) >= (torch.arange(t) // 50).unsqueeze(0)).expand(2 * b, 1, t, t)
+        bias = torch.zeros(chunk.shape, dtype=torch.half).masked_fill_(~chunk, float("-inf"))
+    attention = {"bool mask": median_ms(lambda: F.scaled_dot_product_attention(q, q, q, attn_mask=chunk)),
+                 "additive bias": median_ms(lambda: F.scaled_dot_product_attention(q, q, q, attn_mask=bias)),
+                 "no mask": median_ms(lambda: F.scaled_dot_product_attention(q, q, q))}
+    print(f"one chunk-causal attention [{2 * b}, {heads}, {t}, {head_dim}], ms: "
+          + ", ".join(f"{name} {ms:.3f}" for name, ms in attention.items()))
+
+if __name__ == "__main__":
+    main()
