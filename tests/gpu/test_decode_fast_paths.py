@@ -98,9 +98,7 @@ def test_flow_graphs_equal_eager_for_ragged_streaming_batches() -> None:
         return mel.cpu(), mel_len.cpu()
 
     eager, eager_len = run()
-    assert flow.continues_prefixes
     flow.enable_cuda_graphs(max_batch_size=4)
-    assert not flow.continues_prefixes  # the graphs run whole inputs: no flow prefixes on this path
     graphed, graphed_len = run()
     graphed_again, _ = run()  # a replay of the captured graph, not the capture run
     flow.enable_cuda_graphs(max_batch_size=4, max_frames=600)  # every bucket captured up front
@@ -113,6 +111,42 @@ def test_flow_graphs_equal_eager_for_ragged_streaming_batches() -> None:
     for row, call in enumerate(range(3)):
         expected = case[f"flow{call}_mel"][0]
         assert (graphed[row, :, : expected.shape[1]] - expected).abs().max().item() < 1e-4
+
+
+def test_flow_graphs_continue_a_voice_prefix_as_eager_and_full_recomputation_do() -> None:
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = False, False
+    case = load_file(GOLDEN / "token2wav_stream_160.safetensors")
+    flow = ModelDir.open(GOLDEN / "tiny_model").load("flow", "cuda", torch.float32)
+    tokens = case["token"][0].cuda()
+    prompt_mel = torch.randn(170, 80, generator=torch.Generator().manual_seed(7)).cuda() - 4
+    voice = (tokens[:85], prompt_mel, case["embedding"][0].cuda())  # 85 prompt tokens: a 150-frame prefix
+    prefix = flow.prompt_prefix(*voice)
+    request, ends = tokens[85:], [28, 53, 3]
+
+    def run(prefix) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = len(ends)
+        mel, mel_len = flow.inference(
+            token=torch.nn.utils.rnn.pad_sequence([request[:n] for n in ends], batch_first=True),
+            token_len=torch.tensor(ends, device="cuda"),
+            prompt_token=voice[0].expand(rows, -1), prompt_token_len=torch.full((rows,), 85, device="cuda"),
+            prompt_feat=voice[1].expand(rows, -1, -1), prompt_feat_len=torch.full((rows,), 170, device="cuda"),
+            embedding=voice[2].expand(rows, -1), streaming=True, finalize=False, prefix=prefix,
+        )
+        return mel.cpu(), mel_len.cpu()
+
+    full, full_len = run(None)
+    eager, _ = run(prefix)
+    flow.enable_cuda_graphs(max_batch_size=4)
+    assert flow.continues_prefixes
+    graphed, graphed_len = run(prefix)
+    again, _ = run(prefix)  # a replay, with the prefix's steps loaded again
+    captured = sorted(flow._graphs._graphs)
+    flow._graphs = None
+    assert prefix.frames == 150 and (4, 150, 150) in captured  # batch 3 -> 4; 106 new frames -> 150
+    assert torch.equal(graphed_len, full_len)
+    assert (eager - full).abs().max().item() < 1e-4
+    assert (graphed - eager).abs().max().item() < 1e-4
+    assert torch.equal(graphed, again)
 
 
 def test_hift_graphs_equal_eager_with_padding_rows_and_frames() -> None:

@@ -26,6 +26,7 @@ from .kv_cache import DecodeBatch, KVCache
 
 if TYPE_CHECKING:
     from .flow.cfm import CausalConditionalCFM
+    from .flow.prefix import FlowPrefix
     from .hift import HiFTGenerator
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class _BucketGraphs:
         # Buckets past these bounds run eagerly; None: captured on first use, however large.
         self.max_frames = None if max_frames is None else self._bucket_frames(max_frames)
         self.max_batch_frames = max_batch_frames  # of batch x frames
-        self._graphs: dict[tuple[int, int], _Captured] = {}
+        self._graphs: dict[tuple[int, ...], _Captured] = {}
         self._buffers: dict[str, Tensor] = {}
 
     def _bucket_frames(self, frames: int) -> int:
@@ -147,12 +148,12 @@ class _BucketGraphs:
         buckets = [(b, t) for t in range(top, 0, -self.frame_step) for b in self.batch_buckets]
         for batch, frames in sorted(buckets, key=lambda bucket: (bucket[0] * bucket[1], bucket), reverse=True):
             if (batch, frames) not in self._graphs and self._in_bounds(batch, frames):
-                self._capture(batch, frames)
+                self._capture((batch, frames))
         log.info("captured %d %s graphs (batch up to %d, frames up to %d) in %.1f s", len(self._graphs), self.name,
                  self.batch_buckets[-1], top, time.perf_counter() - started)
 
-    def _graph(self, bucket: tuple[int, int]) -> _Captured:
-        return self._graphs.get(bucket) or self._capture(*bucket)
+    def _graph(self, bucket: tuple[int, ...], *build_args) -> _Captured:
+        return self._graphs.get(bucket) or self._capture(bucket, *build_args)
 
     def _static(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
         """A zeroed, contiguous ``shape`` view at the start of the flat buffer ``name``. A bucket
@@ -163,14 +164,14 @@ class _BucketGraphs:
             buffer = self._buffers[name] = torch.zeros(numel, dtype=dtype, device=device)
         return buffer[:numel].view(shape).zero_()
 
-    def _build(self, batch: int, frames: int) -> tuple[tuple, Callable[[], None]]:
+    def _build(self, batch: int, frames: int, *args) -> tuple[tuple, Callable[[], None]]:
         """The static buffers of a bucket and the work its graph captures."""
         raise NotImplementedError
 
     @torch.inference_mode()
-    def _capture(self, batch: int, frames: int) -> _Captured:
+    def _capture(self, bucket: tuple[int, ...], *build_args) -> _Captured:
         started = time.perf_counter()
-        state, work = self._build(batch, frames)
+        state, work = self._build(*bucket, *build_args)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up off-graph: cuDNN, cuBLAS, cuFFT, Triton pick their kernels
@@ -179,8 +180,8 @@ class _BucketGraphs:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=_shared_pool()):
             work()
-        self._graphs[(batch, frames)] = captured = _Captured(graph, state)
-        log.debug("captured the %s for batch %d x %d frames in %.2f s", self.name, batch, frames,
+        self._graphs[bucket] = captured = _Captured(graph, state)
+        log.debug("captured the %s for batch x frames (x prefix frames) %s in %.2f s", self.name, bucket,
                   time.perf_counter() - started)
         return captured
 
@@ -188,6 +189,8 @@ class _BucketGraphs:
 class FlowGraphs(_BucketGraphs):
     """CUDA graphs of one Euler step of the flow (an estimator call on the CFG batch and the
     update), per (batch, frames) bucket; a solve replays its bucket's graph once per step.
+    Streamed rows that continue a voice's ``FlowPrefix`` have graphs of their own per (batch,
+    frames, prefix frames), whose static buffers take the prefix's step before each replay.
 
     The estimator is causal in time and masks attention by length, so zero-padding a request
     at the end (frames) or adding masked rows (batch) leaves its own frames unchanged. One step,
@@ -220,7 +223,30 @@ class FlowGraphs(_BucketGraphs):
         if bucket is None or n_timesteps != self.n_timesteps:
             return self.cfm(mu, mask, spks, cond, streaming, n_timesteps)
         step = self._graph(bucket)
-        x, (s_mu, s_mask, s_spks, s_cond, s_streaming), t, dt = step.state
+        self._load(step, mu, mask, spks, cond, streaming)
+        x = step.state[0]
+        x.copy_(self.cfm.noise(bucket[1], mu.device).expand_as(x))
+        return self._replay(step, batch, frames)
+
+    @torch.inference_mode()
+    def continue_prefix(self, prefix: FlowPrefix, mu: Tensor, mask: Tensor, spks: Tensor, cond: Tensor,
+                        n_timesteps: int = 10) -> Tensor:
+        """As ``CausalConditionalCFM.continue_prefix``: every row continues ``prefix``."""
+        batch, _, frames = mu.shape
+        bucket = self.bucket(batch, frames)
+        if bucket is None or n_timesteps != self.n_timesteps:
+            return self.cfm.continue_prefix(prefix, mu, mask, spks, cond, n_timesteps)
+        step = self._graph((*bucket, prefix.frames), prefix)
+        x, (s_mu, s_mask, s_spks, s_cond, _), t, dt, (s_kv, s_conv) = step.state
+        self._load(step, mu, mask, spks, cond, streaming=True)
+        x.copy_(self.cfm.noise_after(prefix, bucket[1], mu.device).expand_as(x))
+        return self._replay(step, batch, frames, lambda i: (s_kv.copy_(prefix.kv[i]), s_conv.copy_(prefix.conv[i])))
+
+    @staticmethod
+    def _load(step: _Captured, mu: Tensor, mask: Tensor, spks: Tensor, cond: Tensor, streaming: bool | Tensor) -> None:
+        """The inputs into a bucket's static buffers, zero-padded; padding rows get one valid frame."""
+        batch, _, frames = mu.shape
+        s_mu, s_mask, s_spks, s_cond, s_streaming = step.state[1]
         for static in (s_mu, s_mask, s_cond, s_spks):
             static.zero_()
         s_mask[:, :, 0] = 1  # padding rows: one valid frame keeps their softmax finite
@@ -230,15 +256,22 @@ class FlowGraphs(_BucketGraphs):
         s_spks[:batch] = spks
         s_streaming.fill_(False)
         s_streaming[:batch] = streaming
-        x.copy_(self.cfm.noise(bucket[1], mu.device).expand_as(x))
+
+    def _replay(self, step: _Captured, batch: int, frames: int,
+                before_step: Callable[[int], object] | None = None) -> Tensor:
+        """The Euler loop over a loaded bucket: the new x's first ``batch`` rows and ``frames`` frames."""
+        x, _, t, dt = step.state[:4]
         times, steps = self._time_steps
         for i in range(self.n_timesteps):
+            if before_step is not None:
+                before_step(i)
             t.copy_(times[i])
             dt.copy_(steps[i])
             step.graph.replay()
         return x[:batch, :, :frames].clone()
 
-    def _build(self, batch: int, frames: int) -> tuple[tuple, Callable[[], None]]:
+    def _build(self, batch: int, frames: int, prefix_frames: int = 0,
+               template: FlowPrefix | None = None) -> tuple[tuple, Callable[[], None]]:
         weight = next(self.cfm.estimator.parameters())
         channels, device, dtype = self.cfm.estimator.out_channels, weight.device, weight.dtype
         x = self._static("x", (batch, channels, frames), torch.float32, device)
@@ -250,11 +283,23 @@ class FlowGraphs(_BucketGraphs):
             self._static("streaming", (batch,), torch.bool, device),
         )
         t, dt = torch.zeros((), device=device), torch.zeros((), device=device)
+        if template is None:
+            def step() -> None:
+                x.copy_(self.cfm.euler_step(x, t, dt, self.cfm.guidance_inputs(*inputs)))
 
-        def step() -> None:
-            x.copy_(self.cfm.euler_step(x, t, dt, self.cfm.guidance_inputs(*inputs)))
+            return (x, inputs, t, dt), step
+        from .flow.prefix import PrefixReader  # not at the top: the flow package imports this module
 
-        return (x, inputs, t, dt), step
+        # One voice's prefix step, loaded before each replay (one flat buffer per name, as above)
+        kv = self._static("prefix_kv", tuple(template.kv[0].shape), template.kv[0].dtype, device)
+        conv = self._static("prefix_conv", tuple(template.conv[0].shape), template.conv[0].dtype, device)
+        shapes = template.conv_shapes
+
+        def continued_step() -> None:
+            reader = PrefixReader(kv, conv, shapes)  # fresh per call: it hands the layers their parts in order
+            x.copy_(self.cfm.euler_step(x, t, dt, self.cfm.guidance_inputs(*inputs[:4], True), reader))
+
+        return (x, inputs, t, dt, (kv, conv)), continued_step
 
 
 class HiftGraphs(_BucketGraphs):

@@ -13,8 +13,8 @@ since it started (its listener is waiting); a stream is due when the audio it ha
 from its first chunk on, runs out. So first chunks go before streams that still have audio in
 hand, and a stream about to run dry goes before both.
 
-A streamed chunk whose voice has a flow prefix (``flow_prefixes.py``) runs the flow only after
-it; the batch's other rows run in a second flow call.
+Streamed chunks of the batch's most frequent voice with a flow prefix (``flow_prefixes.py``) run
+the flow only after that prefix, in one call; the batch's other rows run in a second flow call.
 
 Segments are vocoded one after another, each with a fresh plan and cache, as ``CosyVoice2``
 does; a non-streaming segment is one final chunk (stretched by ``speed``).
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -232,17 +233,17 @@ class DecodeBatcher:
 
     @torch.inference_mode()
     def vocode(self, requests: list[DecodeRequest], chunks: list[Chunk]) -> list[Tensor]:
-        """The flow (one call, two with flow prefixes) and one HiFT call for one chunk of each
+        """The flow (one call, two with a flow prefix) and one HiFT call for one chunk of each
         request; updates their caches."""
         device = self.device
-        prefixes = [self.prefixes.get(r.voice, r.prompt) if self.prefixes.enabled and c.streaming else None
-                    for r, c in zip(requests, chunks)]
+        voice, prefix = self._shared_prefix(requests, chunks)
+        continuing = [prefix is not None and c.streaming and r.voice == voice for r, c in zip(requests, chunks)]
         flow_mels: list[Tensor] = [torch.empty(0)] * len(requests)
-        for continuing in (False, True):
-            rows = [i for i, prefix in enumerate(prefixes) if (prefix is not None) == continuing]
+        for group in (False, True):
+            rows = [i for i, row_continues in enumerate(continuing) if row_continues == group]
             if rows:
                 mel, mel_len = self._flow([requests[i] for i in rows], [chunks[i] for i in rows],
-                                          [prefixes[i] for i in rows] if continuing else None)
+                                          prefix if group else None)
                 for j, i in enumerate(rows):
                     flow_mels[i] = mel[j, :, : int(mel_len[j])]
         mels = []
@@ -266,8 +267,22 @@ class DecodeBatcher:
             out.append(join_chunk(speech[row, :n], source[row, :, :n], new, chunk, request.cache).cpu())
         return out
 
+    def _shared_prefix(self, requests: list[DecodeRequest], chunks: list[Chunk]) -> tuple[bytes, FlowPrefix | None]:
+        """Of the voices with a flow prefix, the one with the most streamed chunks in the batch, and
+        its prefix (None: no prefixes here). One voice per call keeps the prefix's keys and values
+        one copy, not one per row, in the flow's static buffers."""
+        if not self.prefixes.enabled:
+            return b"", None
+        streamed = Counter(r.voice for r, c in zip(requests, chunks) if c.streaming)
+        prompts = {r.voice: r.prompt for r in requests}
+        held = {voice: prefix for voice in streamed if (prefix := self.prefixes.get(voice, prompts[voice]))}
+        if not held:
+            return b"", None
+        voice = max(held, key=streamed.__getitem__)
+        return voice, held[voice]
+
     def _flow(self, requests: list[DecodeRequest], chunks: list[Chunk],
-              prefixes: list[FlowPrefix] | None) -> tuple[Tensor, Tensor]:
+              prefix: FlowPrefix | None) -> tuple[Tensor, Tensor]:
         """One flow call over these rows: mel ``[B, C, F]`` and each row's new frames ``[B]``."""
         device, prompts = self.device, [r.prompt for r in requests]
         tokens = [torch.tensor(r.tokens[r.segment][: c.end], dtype=torch.int32, device=device)
@@ -284,5 +299,5 @@ class DecodeBatcher:
             embedding=torch.stack([p.speaker_embedding for p in prompts]),
             streaming=torch.tensor([c.streaming for c in chunks], device=device),
             finalize=torch.tensor([c.finalize for c in chunks], device=device),
-            prefixes=prefixes,
+            prefix=prefix,
         )

@@ -42,7 +42,7 @@ def test_hift_buckets_pad_up_and_stop_at_the_bounds(hift) -> None:
 def test_prepare_captures_the_buckets_in_bounds_largest_first(hift) -> None:
     graphs = HiftGraphs(hift, max_batch_size=8, max_frames=100, max_batch_frames=400)
     captured = []
-    graphs._capture = lambda batch, frames: captured.append((batch, frames))  # no CUDA here
+    graphs._capture = lambda bucket: captured.append(bucket)  # no CUDA here
     graphs.prepare(100)
     assert sorted(captured) == sorted((b, t) for b in (1, 2, 4, 8) for t in (25, 50, 75, 100) if b * t <= 400)
     sizes = [b * t for b, t in captured]

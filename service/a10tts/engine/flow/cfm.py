@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from a10tts.engine.hparams import nested_args, require
 from a10tts.engine.flow.estimator import CausalConditionalDecoder
-from a10tts.engine.flow.prefix import FlowPrefix, LayerPrefix, PrefixRecorder, batch_prefixes
+from a10tts.engine.flow.prefix import FlowPrefix, LayerPrefix, PrefixRecorder
 
 # Upstream seeds torch with 0 and draws randn([1, 80, NOISE_FRAMES]) once, at construction:
 # every call starts from the same noise, so identical inputs give identical mel (300 s max).
@@ -63,12 +63,6 @@ class CausalConditionalCFM(nn.Module):
             self._noise = self._noise.to(device)
         return self._noise[:, :, :frames]
 
-    def noise_from(self, start: Tensor, frames: int) -> Tensor:
-        """Per row ``b``, the fixed noise's frames ``start[b]`` onwards: ``[B, C, frames]`` fp32."""
-        noise = self.noise(int(start.max()) + frames, start.device)[0]
-        position = start.unsqueeze(1) + torch.arange(frames, device=start.device).unsqueeze(0)  # [B, frames]
-        return noise[:, position].transpose(0, 1)
-
     def time_grid(self, n_timesteps: int, device: torch.device) -> Tensor:
         """``n_timesteps + 1`` ODE times from 0 to 1 (cosine: small steps near the noise end)."""
         t = torch.linspace(0, 1, n_timesteps + 1, device=device, dtype=torch.float32)
@@ -101,16 +95,20 @@ class CausalConditionalCFM(nn.Module):
         recorders = [PrefixRecorder() for _ in range(n_timesteps)]
         inputs = self.guidance_inputs(mu, mask, spks, cond, True)
         self._solve(self.noise(mu.size(2), mu.device), inputs, n_timesteps, recorders)
-        return FlowPrefix(mu.size(2), recorders)
+        return FlowPrefix.from_recorders(mu.size(2), recorders)
 
-    def continue_prefixes(
-        self, prefixes: list[FlowPrefix], mu: Tensor, mask: Tensor, spks: Tensor, cond: Tensor, n_timesteps: int = 10
+    def continue_prefix(
+        self, prefix: FlowPrefix, mu: Tensor, mask: Tensor, spks: Tensor, cond: Tensor, n_timesteps: int = 10
     ) -> Tensor:
-        """Like ``forward`` in streaming mode, for the frames after each row's prefix: row ``b``
-        continues ``prefixes[b]``, from the noise frame where that prefix ends."""
-        start = torch.tensor([p.frames for p in prefixes], device=mu.device)
+        """Like ``forward`` in streaming mode, for the frames after one voice's prefix, which
+        every row continues: from the noise frame where the prefix ends."""
+        x = self.noise_after(prefix, mu.size(2), mu.device).expand(mu.size(0), -1, -1)
         inputs = self.guidance_inputs(mu, mask, spks, cond, True)
-        return self._solve(self.noise_from(start, mu.size(2)), inputs, n_timesteps, batch_prefixes(prefixes))
+        return self._solve(x, inputs, n_timesteps, [prefix.reader(step) for step in range(n_timesteps)])
+
+    def noise_after(self, prefix: FlowPrefix, frames: int, device: torch.device) -> Tensor:
+        """The fixed noise's ``frames`` frames after ``prefix``'s: ``[1, C, frames]`` fp32."""
+        return self.noise(prefix.frames + frames, device)[:, :, prefix.frames:]
 
     def _solve(self, x: Tensor, inputs: tuple, n_timesteps: int, prefixes: list[LayerPrefix] | None = None) -> Tensor:
         """The Euler loop from ``x``; ``prefixes``: one per step, as the estimator takes them."""

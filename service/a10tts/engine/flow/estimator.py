@@ -220,7 +220,7 @@ class CausalConditionalDecoder(nn.Module):
         CUDA graph for a fixed shape.
 
         ``prefix`` (``prefix.py``) records what the layers leave of these frames, or, where it has
-        ``keys_valid``, puts a recorded prefix of whole chunks in front of them: these frames then
+        ``frames``, puts a recorded prefix of whole chunks in front of them: these frames then
         continue it, in streaming mode.
         """
         time_emb = self.time_mlp(timestep_features(t, self.in_channels).to(x.dtype))
@@ -228,9 +228,9 @@ class CausalConditionalDecoder(nn.Module):
                        cond.transpose(1, 2)]
         h = torch.cat(frames_last, dim=2)  # [B, T, C]
         attn_mask = attention_mask(mask.squeeze(1) > 0, self.static_chunk_size, streaming)
-        if prefix is not None and prefix.keys_valid is not None:  # the whole prefix: it ends on a chunk boundary
-            frames = x.size(-1)
-            attn_mask = torch.cat([prefix.keys_valid.unsqueeze(1).expand(-1, frames, -1),
+        if prefix is not None and prefix.frames:  # all of it: it ends on a chunk boundary
+            batch, frames = x.size(0), x.size(-1)
+            attn_mask = torch.cat([attn_mask.new_ones(batch, frames, prefix.frames),
                                    attn_mask.expand(-1, frames, -1)], dim=2)
         # SDPA would turn a bool mask into an additive bias in each of the ~56 attention layers
         # (a fifth of a loaded Euler step on an H100): turn it once here

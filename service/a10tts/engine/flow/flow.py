@@ -127,9 +127,9 @@ class FlowModel(nn.Module):
 
     @property
     def continues_prefixes(self) -> bool:
-        """Whether ``inference`` can continue ``prompt_prefix``es: the estimator runs eagerly
-        (CUDA graphs and TensorRT engines are captured for whole inputs)."""
-        return self._graphs is None and isinstance(self.decoder.estimator, CausalConditionalDecoder)
+        """Whether ``inference`` can continue ``prompt_prefix``es: the estimator runs in torch,
+        eagerly or from CUDA graphs (a TensorRT engine is built for whole inputs)."""
+        return isinstance(self.decoder.estimator, CausalConditionalDecoder)
 
     def prefix_tokens(self, prompt_tokens: int) -> int:
         """How many of a prompt's tokens no request token can reach in streaming mode: whole
@@ -184,7 +184,7 @@ class FlowModel(nn.Module):
         streaming: bool | Tensor = False,
         finalize: bool | Tensor = True,
         n_timesteps: int = 10,
-        prefixes: list[FlowPrefix] | None = None,
+        prefix: FlowPrefix | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Mel for a padded batch of requests: ``mel [B, output_size, F]`` (fp32) and ``mel_len [B]``.
 
@@ -194,8 +194,9 @@ class FlowModel(nn.Module):
         ``finalize`` are one flag for the batch or a ``[B]`` bool tensor. The prompt frames are
         dropped: row b holds ``mel_len[b]`` new frames, zero-padded after them.
 
-        ``prefixes``: each row's ``prompt_prefix`` (streaming rows only, ``continues_prefixes``):
-        the estimator then runs only on the frames after it, with the same result.
+        ``prefix``: the ``prompt_prefix`` of every row's voice (streaming rows of one voice only,
+        ``continues_prefixes``): the estimator then runs only on the frames after it, with the same
+        result.
         """
         device = self.input_embedding.weight.device
         dtype = self.encoder_proj.weight.dtype
@@ -205,18 +206,21 @@ class FlowModel(nn.Module):
         )
         prompt_frames = prompt_feat_len.to(device)
         cond = self._prompt_condition(prompt_feat.to(device), prompt_frames, mu.size(2), dtype)
-        if prefixes is not None:
-            done = torch.tensor([p.frames for p in prefixes], device=device)
-            if bool((done > prompt_frames).any()):
-                raise ValueError("a flow prefix is longer than its row's prompt: it belongs to another voice")
-            (mu, _), (cond, new_len) = self._drop_leading(mu, done, frames_len), self._drop_leading(cond, done, frames_len)
-            mel = self.decoder.continue_prefixes(
-                prefixes, mu, lengths_to_mask(new_len, mu.size(2)).unsqueeze(1).to(dtype), spks, cond, n_timesteps
-            )
+        if prefix is not None:
+            done = prefix.frames
+            if bool((prompt_frames < done).any()):
+                raise ValueError("a flow prefix is longer than a row's prompt: it belongs to another voice")
+            new_len = frames_len - done
+            mask = lengths_to_mask(new_len, mu.size(2) - done).unsqueeze(1).to(dtype)
+            mel = self._solver.continue_prefix(prefix, mu[:, :, done:], mask, spks, cond[:, :, done:], n_timesteps)
             return self._drop_leading(mel, prompt_frames - done, new_len)
-        solve = self._graphs if self._graphs is not None else self.decoder
-        mel = solve(mu, valid, spks, cond, streaming, n_timesteps)
+        mel = self._solver(mu, valid, spks, cond, streaming, n_timesteps)
         return self._drop_leading(mel, prompt_frames, frames_len)
+
+    @property
+    def _solver(self) -> FlowGraphs | CausalConditionalCFM:
+        """The Euler loop: replayed from CUDA graphs once they are enabled, else eager."""
+        return self._graphs if self._graphs is not None else self.decoder
 
     def _prompt_condition(
         self, prompt_feat: Tensor, prompt_feat_len: Tensor, frames: int, dtype: torch.dtype
@@ -231,8 +235,8 @@ class FlowModel(nn.Module):
 
     @staticmethod
     def _drop_leading(x: Tensor, leading: Tensor, frames_len: Tensor) -> tuple[Tensor, Tensor]:
-        """Shift each row of ``x`` ``[B, C, T]`` left by its ``leading`` frames (the prompt's, or a
-        prefix's): ``[B, C, max(kept)]`` and the frames kept, ``frames_len - leading``; zero after them."""
+        """Shift each row of ``x`` ``[B, C, T]`` left by its ``leading`` frames (the prompt's, less
+        a prefix's): ``[B, C, max(kept)]`` and the frames kept, ``frames_len - leading``; zero after them."""
         kept = (frames_len - leading).clamp(min=0)
         position = torch.arange(int(kept.max()), device=x.device).unsqueeze(0)
         source = (position + leading.unsqueeze(1)).clamp(max=x.size(2) - 1)

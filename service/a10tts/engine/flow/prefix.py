@@ -9,8 +9,10 @@ estimator then runs on the new frames only (``docs/design.md``, "Speed"; the equ
 tested against full recomputation).
 
 Layers meet a ``LayerPrefix`` in the estimator's call order, which is the same on every call:
-``PrefixRecorder`` collects while the prefix itself runs, ``PrefixReader`` hands the collected
-tensors back while new frames run.
+``PrefixRecorder`` collects while the prefix itself runs, ``PrefixReader`` hands one voice's
+prefix to every row of a call while new frames run. A step's tensors are packed into two
+(``FlowPrefix.kv``/``conv``) so that loading a step into a CUDA graph's static buffers is two
+copies.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import Tensor
 class LayerPrefix(Protocol):
     """What each causal convolution and attention layer of one estimator call sees of the prefix."""
 
-    keys_valid: Tensor | None  # [B, P]: which prefix keys are real, when the frames continue a prefix
+    frames: int  # prefix frames in front of the call's frames (0: the call records the prefix itself)
 
     def conv_input(self, x: Tensor, context: int) -> Tensor:
         """``x`` ``[B, T, C]`` with ``context`` frames in front for a causal convolution."""
@@ -38,69 +40,72 @@ class LayerPrefix(Protocol):
 class PrefixRecorder:
     """Runs the prefix frames as a sequence start (zero left context) and keeps what they leave."""
 
-    keys_valid = None  # the frames run are the prefix itself
+    frames = 0
 
     def __init__(self) -> None:
-        self.conv: list[Tensor] = []
-        self.kv: list[tuple[Tensor, Tensor]] = []
+        self.conv: list[Tensor] = []  # per convolution [2, context, C]: the guided call's two rows
+        self.kv: list[tuple[Tensor, Tensor]] = []  # per attention layer [2, H, P, d]
 
     def conv_input(self, x: Tensor, context: int) -> Tensor:
-        self.conv.append(x[:, x.size(1) - context:].clone())  # not a view that keeps all of x
+        self.conv.append(x[:, x.size(1) - context:])
         return F.pad(x, (0, 0, context, 0))
 
     def keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         self.kv.append((k, v))
         return k, v
 
+    def packed(self) -> tuple[Tensor, Tensor]:
+        """``kv`` ``[L, 2 (keys, values), 2 (rows), H, P, d]`` and ``conv`` ``[2 (rows), S]``."""
+        kv = torch.stack([torch.stack(pair) for pair in self.kv])
+        return kv, torch.cat([c.flatten(1) for c in self.conv], dim=1)
+
 
 class PrefixReader:
-    """Puts a recorded prefix in front of the new frames, layer by layer."""
+    """Puts one voice's prefix step (``FlowPrefix.kv``/``conv`` at one step) in front of the new
+    frames of every row of a guided call (``2B`` rows: conditional, then unconditional)."""
 
-    def __init__(self, conv: list[Tensor], kv: list[tuple[Tensor, Tensor]], keys_valid: Tensor) -> None:
-        self._conv, self._kv = iter(conv), iter(kv)
-        self.keys_valid = keys_valid
+    def __init__(self, kv: Tensor, conv: Tensor, conv_shapes: tuple[tuple[int, int], ...]) -> None:
+        self.frames = kv.size(4)
+        self._kv = iter(kv.unbind(0))
+        sizes = [context * channels for context, channels in conv_shapes]
+        self._conv = iter([part.view(2, *shape) for part, shape in zip(conv.split(sizes, dim=1), conv_shapes)])
 
     def conv_input(self, x: Tensor, context: int) -> Tensor:
-        return torch.cat([next(self._conv).to(x.dtype), x], dim=1)
+        past = next(self._conv).to(x.dtype)  # [2, context, C]
+        return _in_front(past, x, dim=1)
 
     def keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        past_k, past_v = next(self._kv)
-        return torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        past_k, past_v = next(self._kv)  # [2, H, P, d] each
+        return _in_front(past_k, k, dim=2), _in_front(past_v, v, dim=2)
+
+
+def _in_front(past: Tensor, x: Tensor, dim: int) -> Tensor:
+    """``x`` ``[2B, ...]`` with ``past`` ``[2, ...]`` (one per half) in front along ``dim``: one copy."""
+    halves = x.view(2, x.size(0) // 2, *x.shape[1:])
+    past = past.unsqueeze(1).expand(2, halves.size(1), *past.shape[1:])
+    joined = torch.cat([past, halves], dim=dim + 1)
+    return joined.view(x.size(0), *joined.shape[2:])
 
 
 @dataclass(frozen=True)
 class FlowPrefix:
-    """One voice's prefix: ``frames`` mel frames, and per Euler step the recorder's tensors for
-    the two rows of a guided estimator call (conditional, then unconditional)."""
+    """One voice's prefix: ``frames`` mel frames and, per Euler step, what ``PrefixRecorder.packed``
+    keeps of them; ``conv_shapes``: (context, channels) of each causal convolution, in call order."""
 
     frames: int
-    steps: list[PrefixRecorder]
+    kv: list[Tensor]
+    conv: list[Tensor]
+    conv_shapes: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def from_recorders(cls, frames: int, recorders: list[PrefixRecorder]) -> FlowPrefix:
+        packed = [recorder.packed() for recorder in recorders]
+        shapes = tuple((c.size(1), c.size(2)) for c in recorders[0].conv)
+        return cls(frames, [kv for kv, _ in packed], [conv for _, conv in packed], shapes)
+
+    def reader(self, step: int) -> PrefixReader:
+        return PrefixReader(self.kv[step], self.conv[step], self.conv_shapes)
 
     @property
     def nbytes(self) -> int:
-        tensors = [t for step in self.steps for t in [*step.conv, *(x for kv in step.kv for x in kv)]]
-        return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def batch_prefixes(prefixes: list[FlowPrefix]) -> list[PrefixReader]:
-    """Readers, one per Euler step, for a guided call over these rows (row ``b`` from
-    ``prefixes[b]``; the unconditional halves follow the conditional ones). Shorter prefixes are
-    padded at their end; each reader's ``keys_valid`` ``[2B, longest]`` masks the padding."""
-    longest = max(p.frames for p in prefixes)
-    device = prefixes[0].steps[0].kv[0][0].device
-    frames = torch.tensor([p.frames for p in prefixes], device=device)
-    valid = (torch.arange(longest, device=device) < frames.unsqueeze(1)).repeat(2, 1)
-
-    def guided(tensors: list[Tensor], pad: int = 0) -> Tensor:
-        """``[2, ...]`` per row -> ``[2B, ...]``: conditional rows first; keys padded to ``longest``."""
-        padded = [F.pad(t, (0, 0, 0, pad - t.size(2))) if pad else t for t in tensors]
-        return torch.cat([t[:1] for t in padded] + [t[1:] for t in padded])
-
-    readers = []
-    for step in range(len(prefixes[0].steps)):
-        rows = [p.steps[step] for p in prefixes]
-        conv = [guided([r.conv[i] for r in rows]) for i in range(len(rows[0].conv))]
-        kv = [(guided([r.kv[i][0] for r in rows], longest), guided([r.kv[i][1] for r in rows], longest))
-              for i in range(len(rows[0].kv))]
-        readers.append(PrefixReader(conv, kv, valid))
-    return readers
+        return sum(t.numel() * t.element_size() for t in [*self.kv, *self.conv])
