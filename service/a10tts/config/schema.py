@@ -111,7 +111,7 @@ class DecodeConfig(Section):
     flow_prefix_cache_mib: int = Field(
         512, ge=0, le=1 << 20,
         description="Memory per decode process for each voice's flow work on its prompt, which streamed "
-        "chunks then skip; used where the flow runs eagerly (no CUDA graphs or TensorRT); 0 = off.",
+        "chunks then skip (~460 MB for a full-size 5 s prompt); not with TensorRT; 0 = off.",
     )
 
 
