@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from a10tts.engine.kernels.decode_attention import decode_attention, decode_attention_reference
+from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm
 from a10tts.engine.model_dir import ModelDir
 
 pytestmark = pytest.mark.gpu
@@ -31,6 +32,26 @@ def test_triton_kernel_matches_reference(dtype, tol, heads, kv_heads, head_dim) 
     assert out.dtype == dtype and torch.isfinite(out).all()
     err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
     assert err < tol, err
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.float16, 2e-3)])
+@pytest.mark.parametrize("width", [256, 80])
+def test_triton_layer_norm_matches_torch(dtype, tol, width) -> None:
+    g = torch.Generator(device="cuda").manual_seed(width)
+    norm = torch.nn.LayerNorm(width).cuda().to(dtype)
+    with torch.no_grad():
+        norm.weight.normal_(generator=g)
+        norm.bias.normal_(generator=g)
+    x = (torch.randn(3, 37, width, device="cuda", generator=g) * 3 + 1).to(dtype)  # 111 rows: a ragged last block
+    delta = torch.randn(3, 37, width, device="cuda", generator=g).to(dtype)
+    with torch.inference_mode():
+        total, normed = add_layer_norm(x, delta, norm)
+        plain = layer_norm(x, norm)
+        assert torch.equal(total, x + delta)  # the same rounding as torch's add
+        assert (normed.float() - norm(x + delta).float()).abs().max().item() < tol
+        assert (plain.float() - norm(x).float()).abs().max().item() < tol
+        transposed = x.transpose(0, 1)  # not contiguous: normalized all the same
+        assert (layer_norm(transposed, norm).float() - norm(transposed).float()).abs().max().item() < tol
 
 
 def test_graph_decode_equals_eager_and_golden() -> None:

@@ -27,6 +27,7 @@ from a10tts.engine.hparams import check_supported, require
 from a10tts.engine.flow.attention import SelfAttention
 from a10tts.engine.flow.masks import attention_mask
 from a10tts.engine.flow.prefix import LayerPrefix
+from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm
 
 
 def timestep_features(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
@@ -83,7 +84,7 @@ class CausalConvBlock(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
         """x ``[B, T, C]``, mask ``[B, T, 1]``."""
-        return F.mish(self.block["2"](self.block["0"](x * mask, prefix))) * mask
+        return F.mish(layer_norm(self.block["0"](x * mask, prefix), self.block["2"])) * mask
 
 
 class CausalResnetBlock(nn.Module):
@@ -132,8 +133,8 @@ class TransformerBlock(nn.Module):
         self.ff = GeluFeedForward(dim, 4 * dim)
 
     def forward(self, x: Tensor, mask: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
-        x = x + self.attn1(self.norm1(x), mask, prefix)
-        return x + self.ff(self.norm3(x))
+        x, h = add_layer_norm(x, self.attn1(layer_norm(x, self.norm1), mask, prefix), self.norm3)
+        return x + self.ff(h)
 
 
 def _stage(
