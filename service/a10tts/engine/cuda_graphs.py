@@ -237,7 +237,7 @@ class FlowGraphs(_BucketGraphs):
         if bucket is None or n_timesteps != self.n_timesteps:
             return self.cfm.continue_prefix(prefix, mu, mask, spks, cond, n_timesteps)
         step = self._graph((*bucket, prefix.frames), prefix)
-        x, (s_mu, s_mask, s_spks, s_cond, _), t, dt, (s_kv, s_conv) = step.state
+        x, (s_kv, s_conv) = step.state[0], step.state[4]
         self._load(step, mu, mask, spks, cond, streaming=True)
         x.copy_(self.cfm.noise_after(prefix, bucket[1], mu.device).expand_as(x))
         return self._replay(step, batch, frames, lambda i: (s_kv.copy_(prefix.kv[i]), s_conv.copy_(prefix.conv[i])))
@@ -270,8 +270,10 @@ class FlowGraphs(_BucketGraphs):
             step.graph.replay()
         return x[:batch, :, :frames].clone()
 
-    def _build(self, batch: int, frames: int, prefix_frames: int = 0,
+    def _build(self, batch: int, frames: int, _prefix_frames: int = 0,
                template: FlowPrefix | None = None) -> tuple[tuple, Callable[[], None]]:
+        """A plain bucket's, or with ``template`` (a prefix of the bucket's ``_prefix_frames``
+        frames) a continuing bucket's static buffers and step."""
         weight = next(self.cfm.estimator.parameters())
         channels, device, dtype = self.cfm.estimator.out_channels, weight.device, weight.dtype
         x = self._static("x", (batch, channels, frames), torch.float32, device)
