@@ -109,9 +109,9 @@ class DecodeConfig(Section):
         25, ge=5, le=100, description="Speech tokens in the first streamed chunk (smaller = sooner)."
     )
     flow_prefix_cache_mib: int = Field(
-        512, ge=0, le=1 << 20,
+        1024, ge=0, le=1 << 20,
         description="Memory per decode process for each voice's flow work on its prompt, which streamed "
-        "chunks then skip (~460 MB for a full-size 5 s prompt); not with TensorRT; 0 = off.",
+        "chunks then skip (~460 MB for a full-size 5 s prompt, ~1 GB for 10 s); not with TensorRT; 0 = off.",
     )
 
 
