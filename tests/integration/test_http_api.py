@@ -29,6 +29,7 @@ import websockets
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
+from a10tts import cli
 from a10tts.api import worker as api_worker
 from a10tts.bench.phases import read_totals
 from a10tts.config import Config
@@ -223,6 +224,23 @@ def test_num_tokens_fixes_the_length_of_the_audio(service: Service, stream: str)
     response = httpx.post(f"{service.url}/inference_zero_shot", **request, timeout=120)
     assert response.status_code == 200, response.text[:300]
     assert len(response.content) == 40 * 960 * 2  # int16 PCM
+
+
+def test_bench_measures_the_service_end_to_end(service: Service, tmp_path) -> None:
+    """`a10tts bench` against the real service: a warm-up with two requests in flight, two
+    levels, fixed lengths, and per-level statistics and first-audio phases in the JSON."""
+    out = tmp_path / "run.json"
+    code = cli.main(["bench", "--url", service.url, "--concurrency", "1", "2", "--requests", "2", "--warmup", "2",
+                     "--warmup-concurrency", "2", "--num-tokens", "20", "--lang", "en", "--label", "demo",
+                     "--json", str(out)])
+    assert code == 0
+    run = json.loads(out.read_text())
+    assert [(level["concurrency"], level["requests"], level["errors"]) for level in run["levels"]] == [(1, 2, 0),
+                                                                                                  (2, 2, 0)]
+    assert all(s["status"] == 200 and s["audio_s"] == pytest.approx(0.8) for s in run["samples"])  # 20 tokens
+    assert all(0 < s["ttfa_s"] <= s["total_s"] for s in run["samples"])
+    assert all(level["first_audio_phases_ms"] for level in run["levels"])  # read from the server's metrics
+    assert cli.main(["bench", "--url", service.url, "--warmup-concurrency", "0"]) == 2
 
 
 BAD_INPUTS = {

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--requests", type=int, default=0,
                         help="requests per level (default: 4 x concurrency, at least 8)")
     parser.add_argument("--warmup", type=int, default=2, help="requests sent before measuring (default 2)")
+    parser.add_argument("--warmup-concurrency", type=int, default=1, metavar="N",
+                        help="warm-up requests in flight at once (default 1); as many as the largest level "
+                        "lets a server that captures CUDA graphs per batch size on first use do so unmeasured")
     parser.add_argument("--lang", choices=("en", "zh", "both"), default="both")
     parser.add_argument("--no-stream", dest="stream", action="store_false", help="non-streaming requests")
     parser.add_argument("--num-tokens", type=int, help="a10tts only: fix the speech tokens per request "
@@ -77,8 +80,8 @@ def _bench(args: argparse.Namespace) -> int:
     if args.api == "openai" and not args.voice:
         print("a10tts bench: --api openai needs --voice (register one with POST /v1/voices)", file=sys.stderr)
         return 2
-    if any(c < 1 for c in args.concurrency):
-        print("a10tts bench: --concurrency values must be >= 1", file=sys.stderr)
+    if any(c < 1 for c in [*args.concurrency, args.warmup_concurrency]):
+        print("a10tts bench: --concurrency and --warmup-concurrency values must be >= 1", file=sys.stderr)
         return 2
     target = Target(args.url.rstrip("/"), args.api, args.stream, args.voice, args.num_tokens, args.api_key)
     langs = ("en", "zh") if args.lang == "both" else (args.lang,)
@@ -97,7 +100,8 @@ def _bench(args: argparse.Namespace) -> int:
                   transient=True) as progress:
         if args.warmup:
             task = progress.add_task("warm-up", total=args.warmup)
-            warm, _ = asyncio.run(run_level(target, voices, 1, args.warmup, langs, lambda s: progress.advance(task)))
+            warm, _ = asyncio.run(run_level(target, voices, args.warmup_concurrency, args.warmup, langs,
+                                            lambda s: progress.advance(task)))
             if not any(s.ok for s in warm):
                 progress.stop()
                 print(f"a10tts bench: warm-up failed against {target.url}: {warm[0].error}", file=sys.stderr)
