@@ -13,7 +13,6 @@ Off CUDA, without Triton, while tracing for ONNX or compiling, plain torch does 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 try:
