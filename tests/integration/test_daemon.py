@@ -127,8 +127,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     notify = NotifyListener()
     port = free_port()
     log = root / "serve.log"
-    # Two decode processes over every profile (the environment layer), so requests are routed between them.
-    env = dict(os.environ, NOTIFY_SOCKET=notify.address, WATCHDOG_USEC="2000000", A10TTS_DECODE__PROCESSES="2")
+    # Two decode workers over every profile (the environment layer), so requests are routed between them:
+    # the first in the LM's process (a guest thread), the second in its own.
+    env = dict(os.environ, NOTIFY_SOCKET=notify.address, WATCHDOG_USEC="2000000", A10TTS_DECODE__PROCESSES="2",
+               A10TTS_DECODE__IN_LLM_PROCESS="true")
     args = ["--config-dir", str(config_dir), "--state-dir", str(root / "state"), "--runtime-dir", str(root / "run")]
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "a10tts.cli", "serve", "--demo", "--port", str(port), *args],
@@ -208,6 +210,9 @@ def test_ctl_status_shows_every_child(service: Service) -> None:
     assert sorted(f"{s['stage']}-{s['index']}" for s in status["stages"]) == \
         ["api-0", "api-1", "decode-0", "decode-1", "encode-0", "llm-0"]
     assert all(s["alive"] and s["ready"] for s in status["stages"])
+    pids = {f"{s['stage']}-{s['index']}": s["pid"] for s in status["stages"]}
+    # decode.in_llm_process: the first decode worker is a thread of the LM's process.
+    assert pids["decode-0"] == pids["llm-0"] and len({pids["llm-0"], pids["decode-1"], pids["encode-0"]}) == 3
     assert status["model"]["demo"] and status["model"]["device"] == "cpu"
     assert status["requests"]["total"] >= 1 and status["ttfa_s"]["p50"] > 0
     assert set(status["ttfa_phases_p50_s"]) == set(PHASES)  # stamped by every stage of the real pipeline

@@ -87,7 +87,12 @@ class LLMConfig(Section):
 
 
 class DecodeConfig(Section):
-    processes: int = Field(1, ge=1, le=16, description="Decode (flow + HiFT) worker processes.")
+    processes: int = Field(1, ge=1, le=16, description="Decode (flow + HiFT) workers.")
+    in_llm_process: bool = Field(
+        False,
+        description="Run the first decode worker on a thread of the LM's process, where the GPU runs their "
+        "kernels side by side instead of time-slicing two processes (experimental: not yet validated on a GPU).",
+    )
     max_batch_size: int = Field(
         16, ge=1, le=256, description="Streaming chunks one decode process batches per step."
     )

@@ -1,8 +1,9 @@
 """The child processes of `a10tts serve`: start (spawn), track (ready, heartbeats), stop.
 
 Every child is a `multiprocessing` spawn process running one entry point of the contract with
-its `StageSpec`. The pool only knows processes; when to restart or give up is the
-supervisor's decision.
+its `StageSpec`, or a guest: a stage on a thread of another child's process (its host), which
+starts, dies and restarts with it. The pool only knows processes; when to restart or give up is
+the supervisor's decision.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -42,6 +43,16 @@ def stage_counts(config: Config) -> dict[str, int]:
             "llm": 1, "decode": config.decode.processes}
 
 
+def place_guests(specs: list[StageSpec], config: Config) -> list[StageSpec]:
+    """The processes to start: with ``decode.in_llm_process`` the first decode worker is the LM
+    process's guest, not a process of its own (the GPU time-slices processes)."""
+    if not config.decode.in_llm_process:
+        return specs
+    first_decode = ("decode", 0)
+    guests = tuple(s for s in specs if (s.stage, s.index) == first_decode)
+    return [replace(s, guests=guests) if s.stage == "llm" else s for s in specs if (s.stage, s.index) != first_decode]
+
+
 def _run_child(entry_point: str, spec: StageSpec) -> None:
     """Runs in the child: die with the supervisor, then call the stage's `main(spec)`."""
     # Outside systemd nothing else would stop an orphaned GPU worker.
@@ -64,6 +75,7 @@ class Child:
     info: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0
     stopping: bool = False  # a stop we asked for is not a crash
+    host: tuple[str, int] | None = None  # a guest: the child whose process it runs in
 
     @property
     def key(self) -> tuple[str, int]:
@@ -125,7 +137,10 @@ class Pool:
         process.start()
         child = Child(spec, process, restarts=restarts)
         self.children[child.key] = child
-        log.info("started %s (pid %s)", spec.name, process.pid)
+        for guest in spec.guests:
+            self.children[(guest.stage, guest.index)] = Child(guest, process, restarts=restarts, host=child.key)
+        hosting = f", hosting {', '.join(guest.name for guest in spec.guests)}" if spec.guests else ""
+        log.info("started %s (pid %s%s)", spec.name, process.pid, hosting)
         return child
 
     def start_all(self, specs: Iterable[StageSpec]) -> None:

@@ -35,7 +35,7 @@ from ..pipeline.spec import StageSpec
 from . import admin, warmup
 from .admin import AdminServer, Progress
 from .options import ModelMissing, ServeOptions, is_demo_model
-from .pool import ENTRY_POINTS, Child, Pool, stage_counts
+from .pool import ENTRY_POINTS, Child, Pool, place_guests, stage_counts
 from .restarts import RestartPolicy
 from .runtime import bind_http, ipc_dir, reset_private_dir
 from .sd_notify import Notifier
@@ -182,7 +182,7 @@ class Supervisor:
             raise StartupError("the service is stopping")
         counts = stage_counts(loaded.config)
         specs = [self._spec(loaded, stage, i) for stage, n in counts.items() for i in range(n)]
-        waves = start_waves(specs, gpu_baseline(loaded.config))
+        waves = start_waves(place_guests(specs, loaded.config), gpu_baseline(loaded.config))
         async with extending_start_timeout(self.notifier):
             for number, wave in enumerate(waves):
                 if number:
@@ -233,9 +233,12 @@ class Supervisor:
 
     def _on_crash(self, child: Child) -> None:
         reason = child.exit_reason()
-        log.error("%s (pid %s) died: %s", child.name, child.pid, reason)
         self.pool.reap([child], force=False)
         self._forget(child, reason)
+        if child.host is not None:
+            log.error("%s died with its host process (pid %s): %s", child.name, child.pid, reason)
+            return  # it restarts with its host
+        log.error("%s (pid %s) died: %s", child.name, child.pid, reason)
         delay = self.restarts.crashed(child.key)
         if delay is None:
             self._fail(1, f"{child.name} died {self.restarts.recent(child.key)} times in "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+# Held by every capture, and by the LM around each loop turn: with decode.in_llm_process the
+# flow's graphs are captured on first use while the LM's thread serves, and a capture (global
+# mode) must not see another thread's CUDA calls.
+CAPTURE_LOCK = threading.Lock()
 
 
 class DecodeGraphs:
@@ -64,9 +70,14 @@ class DecodeGraphs:
             for size in self.buckets:
                 self._step(size)
         torch.cuda.current_stream().wait_stream(side)
+        # A capture stream of the LM's own: cuBLAS keeps one workspace per (thread, stream), which
+        # every graph captured there bakes in, and the flow's graphs (captured on torch's default
+        # capture stream, priority 0) replay beside the LM's when they share its process. Two
+        # graphs racing on one workspace hung an H100. Each priority has its own stream pool.
+        capture = torch.cuda.Stream(self.cache.device, priority=-1)
         for size in reversed(self.buckets):  # largest first: later graphs reuse its memory pool
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
+            with CAPTURE_LOCK, torch.cuda.graph(graph, pool=pool, stream=capture):
                 self._outputs[size] = self._step(size)
             pool = graph.pool()
             self._graphs[size] = graph
@@ -98,7 +109,7 @@ def _shared_pool() -> tuple[int, int]:
     """The memory pool of every flow and HiFT graph of the process.
 
     Their graphs keep nothing alive in it (inputs and outputs are static buffers outside it) and
-    a decode process replays one graph at a time on one stream, so any capture may reuse all of
+    a decode worker replays one graph at a time on one stream, so any capture may reuse all of
     it: the pool is as large as the largest graph's scratch memory, not the sum over graphs.
     """
     return torch.cuda.graph_pool_handle()
@@ -178,7 +189,7 @@ class _BucketGraphs:
             work()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=_shared_pool()):
+        with CAPTURE_LOCK, torch.cuda.graph(graph, pool=_shared_pool()):
             work()
         self._graphs[bucket] = captured = _Captured(graph, state)
         log.debug("captured the %s for batch x frames (x prefix frames) %s in %.2f s", self.name, bucket,

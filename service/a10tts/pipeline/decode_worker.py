@@ -4,6 +4,9 @@ Each loop turn takes what the LM sent (starts, token batches, cancels), vocodes 
 sends every row's audio to its HTTP worker as int16 PCM ``AudioChunk``s. A request whose batch
 fails gets ``RequestFailed`` 500 and is cancelled at the LM (freeing its KV slot); the other
 requests go on. Tokens of requests unknown here (cancelled, failed) are dropped.
+
+A decode worker runs in a process of its own (``main``) or, with ``decode.in_llm_process``, on a
+thread of the LM's process (``hosted``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 
 import torch
 
+from a10tts.config import Config
 from a10tts.engine.flow.tensorrt_engine import enable_tensorrt
 from a10tts.engine.model_dir import ModelDir
 from a10tts.engine.streaming import longest_streamed_chunk_frames
@@ -20,7 +24,7 @@ from .decode_batch import Audio, DecodeBatcher, DecodeRequest
 from .internal import DECODE_INBOX, DecodeStart, TokenBatch, prompt_from
 from .messages import AudioChunk, Cancel
 from .spec import StageSpec
-from .stage import Stage, device_of, dtype_of, setup_logging
+from .stage import GuestThread, Stage, device_of, dtype_of, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +97,12 @@ class DecodeWorker:
         self.stage.outbox.send(self.stage.endpoints.llm, Cancel(request.request_id))
 
 
-def main(spec: StageSpec) -> None:
-    setup_logging(spec)
-    config = spec.config
-    stage = Stage(spec, spec.endpoints.decode(spec.index), DECODE_INBOX)
-    device = device_of(spec)
-    model_dir = ModelDir.open(spec.model_dir)
+def load_batcher(config: Config, model_dir: ModelDir, device: torch.device) -> DecodeBatcher:
+    """The flow and HiFT with their fast paths, batched as ``decode.*`` says."""
     flow = model_dir.load("flow", device, dtype_of(config, "flow", device))
     hift = model_dir.load("hift", device, torch.float32)
     if config.decode.flow_tensorrt:  # instead of CUDA graphs (docs/design.md, "Speed")
-        enable_tensorrt(flow, spec.model_dir, device, max_batch_size=config.decode.max_batch_size)
+        enable_tensorrt(flow, model_dir.path, device, max_batch_size=config.decode.max_batch_size)
     elif device.type == "cuda" and config.decode.cuda_graphs:
         flow.enable_cuda_graphs(max_batch_size=config.decode.max_batch_size, compile=config.decode.torch_compile,
                                 max_frames=config.decode.cuda_graph_max_frames)
@@ -110,13 +110,27 @@ def main(spec: StageSpec) -> None:
         # inputs are GPU-bound, and the graph pool keeps the largest bucket's scratch memory.
         hift.enable_cuda_graphs(max_batch_size=config.decode.max_batch_size, max_frames=longest_streamed_chunk_frames(
             config.decode.first_hop_tokens, flow.pre_lookahead_len, flow.token_mel_ratio))
-    batcher = DecodeBatcher(
+    return DecodeBatcher(
         flow,
         hift,
         first_hop_tokens=config.decode.first_hop_tokens,
         max_batch_size=config.decode.max_batch_size,
         prefix_budget_bytes=config.decode.flow_prefix_cache_mib * 2**20,
     )
+
+
+def hosted(spec: StageSpec, host: Stage, model_dir: ModelDir, device: torch.device) -> GuestThread:
+    """A decode worker for a thread of ``host``'s process (the LM's), loaded, not yet started."""
+    stage = Stage(spec, spec.endpoints.decode(spec.index), DECODE_INBOX, host=host)
+    return GuestThread(stage, DecodeWorker(stage, load_batcher(spec.config, model_dir, device)).run, device)
+
+
+def main(spec: StageSpec) -> None:
+    """A decode worker in a process of its own."""
+    setup_logging(spec)
+    stage = Stage(spec, spec.endpoints.decode(spec.index), DECODE_INBOX)
+    device = device_of(spec)
+    batcher = load_batcher(spec.config, ModelDir.open(spec.model_dir), device)
     try:
         DecodeWorker(stage, batcher).run()
     finally:

@@ -5,6 +5,9 @@ each decode worker one ``TokenBatch`` with its requests' new tokens. A request's
 chosen when it starts (the one with the fewest requests being generated) and keeps its streaming
 state to the end. Refusals (too long: 400, queue full: 503) and failures (500) go straight to the
 request's HTTP worker; a failed or cancelled request is also cancelled at its decode worker.
+
+With ``decode.in_llm_process`` the LM's process also hosts the first decode worker, on a thread
+with a CUDA stream of its own (``stage.GuestThread``); the LM's stream has the higher priority.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 
 from a10tts.api.metrics import QUEUE_TIME
 from a10tts.config import Config
+from a10tts.engine.cuda_graphs import CAPTURE_LOCK
 from a10tts.engine.flow.flow import lookahead_tokens
 from a10tts.engine.kv_cache import KVCache
 from a10tts.engine.llm import CosyVoice2LM
@@ -31,11 +35,13 @@ from .memory_plan import kv_budget_bytes, service_used_bytes
 from .messages import Cancel
 from .scheduler import LMRequest, Scheduler, SchedulerLimits, StepResult, TokenOutput
 from .spec import StageSpec
-from .stage import RequestError, Stage, device_of, dtype_of, setup_logging
+from . import decode_worker
+from .stage import RequestError, Stage, device_of, dtype_of, own_stream, setup_logging
 
 log = logging.getLogger(__name__)
 
 CPU_AUTO_KV_TOKENS = 32768
+LM_STREAM_PRIORITY = -1  # above the decode guests' default 0 (benchmarks/gpu_sharing.py)
 EARLY_CANCELS = 1024  # cancels of requests not here yet (still encoding), remembered to drop them
 
 
@@ -163,18 +169,23 @@ class LLMWorker:
                 next_step = self.scheduler.next_step_in()
                 self.stage.wait(self.stage.idle_timeout() if next_step is None
                                 else min(next_step, self.stage.idle_timeout()))
-                for message, tensors in self.stage.receive():
-                    if isinstance(message, Cancel):
-                        self.cancel(message.request_id)
-                    else:
-                        self.accept(message, tensors)
-                if self.scheduler.next_step_in() == 0:
-                    started = time.perf_counter()
-                    result = self.scheduler.step()
-                    self.step_log.add(time.perf_counter() - started, len(result.outputs))
-                    self.publish(result)
+                with CAPTURE_LOCK:  # no CUDA work while a decode guest captures a graph
+                    self.turn()
                 self.stage.heartbeat(self.scheduler.load())
         self.stage.fail_stopped({rid: route.message.reply_to for rid, route in self.routes.items()})
+
+    def turn(self) -> None:
+        """Take what arrived, then run a scheduler step if one is due."""
+        for message, tensors in self.stage.receive():
+            if isinstance(message, Cancel):
+                self.cancel(message.request_id)
+            else:
+                self.accept(message, tensors)
+        if self.scheduler.next_step_in() == 0:
+            started = time.perf_counter()
+            result = self.scheduler.step()
+            self.step_log.add(time.perf_counter() - started, len(result.outputs))
+            self.publish(result)
 
     def accept(self, message: EncodedRequest, tensors: dict[str, torch.Tensor]) -> None:
         rid = message.request_id
@@ -276,6 +287,8 @@ def main(spec: StageSpec) -> None:
     stage = Stage(spec, spec.endpoints.llm, LLM_INBOX)
     device = device_of(spec)
     model_dir = ModelDir.open(spec.model_dir)
+    # Guests (the first decode worker) load first: the KV cache is sized from what they leave.
+    guests = [decode_worker.hosted(guest, stage, model_dir, device) for guest in spec.guests]
     model = model_dir.load("llm", device, dtype_of(config, "llm", device))
     cache = new_cache_for(model, config, device, spec.gpu_baseline_used)
     if device.type == "cuda" and config.llm.cuda_graphs:
@@ -284,7 +297,13 @@ def main(spec: StageSpec) -> None:
     scheduler = Scheduler(model, cache, SchedulerLimits.from_config(config))
     num_decoders = spec.counts.get("decode", config.decode.processes)
     chunks = ChunkShape(config.decode.first_hop_tokens, lookahead_tokens(model_dir.hparams["flow"].args))
+    for guest in guests:
+        guest.start()
     try:
-        LLMWorker(stage, scheduler, device, num_decoders, chunks).run()
+        # Ahead of the guests' kernels: every streamed request's next tokens wait on the LM's steps.
+        with own_stream(device, priority=LM_STREAM_PRIORITY):
+            LLMWorker(stage, scheduler, device, num_decoders, chunks).run()
     finally:
+        for guest in guests:
+            guest.stop()
         stage.close()

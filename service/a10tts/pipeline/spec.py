@@ -24,6 +24,7 @@ class StageSpec:
     counts: dict[str, int] = field(default_factory=dict)  # processes per stage, e.g. {"api": 2, ...}
     listen_socket: Any = None  # the bound TCP socket, HTTP workers only (kept by the supervisor)
     gpu_baseline_used: dict[str, int] | None = None  # LM only: GPU memory used before the service (memory_plan.py)
+    guests: tuple[StageSpec, ...] = ()  # stages that run on threads of this one's process (stage.GuestThread)
 
     @property
     def endpoints(self) -> Endpoints:

@@ -4,15 +4,23 @@ A stage's main loop is ``while not stage.stopping: stage.wait(...); ...; stage.h
 Heartbeats leave from that loop only, so a hung loop stops them and the supervisor notices.
 SIGTERM sets ``stopping`` and wakes the loop: the stage finishes its current step and exits 0.
 SIGINT is ignored: the supervisor owns shutdown (a Ctrl-C reaches every process of the group).
+
+A stage may host guests: stages whose loops run on threads of its process (``GuestThread``), each
+with its own sockets and heartbeats, stopped with it. The LM hosts the first decode worker that
+way: kernels of one process share the GPU, while the driver time-slices separate processes.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
 import socket
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -28,6 +36,8 @@ from .spec import StageSpec
 from .transport import Inbox, Outbox
 
 HEARTBEAT_INTERVAL_S = 1.0
+GUEST_STOP_TIMEOUT_S = 10.0
+log = logging.getLogger(__name__)
 
 
 class RequestError(Exception):
@@ -75,6 +85,8 @@ class Wakeup:
 
 def setup_logging(spec: StageSpec) -> None:
     logs.setup_logging(spec.config.logging.level, spec.config.logging.format, spec.name)
+    # `kill -USR1 PID` writes every thread's Python stack to the log: where a stage is stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def device_of(spec: StageSpec) -> torch.device:
@@ -99,9 +111,26 @@ def dtype_of(config: Config, component: str, device: torch.device) -> torch.dtyp
     return getattr(torch, getattr(config.precision, component))
 
 
+@contextmanager
+def own_stream(device: torch.device, priority: int = 0) -> Iterator[None]:
+    """The calling thread's work on a CUDA stream of its own (none off CUDA): the loops of one
+    process then overlap on the GPU. Lower ``priority`` numbers run first."""
+    if device.type != "cuda":
+        yield
+        return
+    stream = torch.cuda.Stream(device, priority=priority)
+    stream.wait_stream(torch.cuda.current_stream(device))  # what loading left queued
+    with torch.cuda.stream(stream):
+        yield
+
+
 class Stage:
-    def __init__(self, spec: StageSpec, inbox_endpoint: str, decoder: msgspec.msgpack.Decoder) -> None:
+    def __init__(self, spec: StageSpec, inbox_endpoint: str, decoder: msgspec.msgpack.Decoder,
+                 host: Stage | None = None) -> None:
+        """``host``: the stage whose process this one runs in, on a thread (None: its own process)."""
         self.spec = spec
+        self.host = host
+        self.guests: list[Stage] = []
         self.endpoints = spec.endpoints
         self.stopping = False
         self.context = zmq.Context()
@@ -112,12 +141,22 @@ class Stage:
         self._poller.register(self.inbox.socket, zmq.POLLIN)
         self._poller.register(self.wakeup.fd, zmq.POLLIN)
         self._next_heartbeat = 0.0
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.set_wakeup_fd(self.wakeup.write_fd, warn_on_full_buffer=False)
+        if host is not None:  # signals reach the host's (main) thread only
+            host.guests.append(self)
+        else:
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.set_wakeup_fd(self.wakeup.write_fd, warn_on_full_buffer=False)
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """End the loop after its current turn, and the guests' loops."""
         self.stopping = True
+        self.wakeup.wake()
+        for guest in self.guests:
+            guest.stop()
 
     def wait(self, timeout_s: float) -> None:
         """Until a message, a wake-up or a signal arrives, or ``timeout_s`` passes."""
@@ -134,13 +173,13 @@ class Stage:
 
     def ready(self, **info: Any) -> None:
         self.outbox.send(self.endpoints.supervisor, StageReady(self.spec.stage, self.spec.index, os.getpid(), info))
-        logging.getLogger(__name__).info("%s ready: %s", self.spec.name, info)
+        log.info("%s ready: %s", self.spec.name, info)
 
     def heartbeat(self, load: dict[str, float]) -> None:
         """Send a heartbeat if one is due; call this from every turn of the main loop."""
         now = time.monotonic()
         if now >= self._next_heartbeat:
-            if torch.cuda.is_initialized():
+            if torch.cuda.is_initialized() and self.host is None:  # the process's memory, reported once
                 load = {**load, "gpu_memory_allocated_bytes": float(torch.cuda.memory_allocated()),
                         "gpu_memory_reserved_bytes": float(torch.cuda.memory_reserved())}
             self.outbox.send(self.endpoints.supervisor, Heartbeat(self.spec.stage, self.spec.index, os.getpid(), load))
@@ -159,8 +198,41 @@ class Stage:
             self.fail(request_id, reply_to, 503, message)
 
     def close(self) -> None:
-        signal.set_wakeup_fd(-1)
+        if self.host is None:
+            signal.set_wakeup_fd(-1)
         self.inbox.close()
         self.outbox.close()
         self.wakeup.close()
         self.context.term()
+
+
+class GuestThread:
+    """A guest stage's loop on a thread of its host's process, on a CUDA stream of its own.
+
+    An exception out of the loop is a bug, not a bad request (those fail the request alone): the
+    process then exits, and the supervisor restarts it, host and guests together.
+    """
+
+    def __init__(self, stage: Stage, loop: Callable[[], None], device: torch.device) -> None:
+        self.stage = stage
+        self._thread = threading.Thread(target=self._run, args=(loop, device), name=stage.spec.name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self, loop: Callable[[], None], device: torch.device) -> None:
+        try:
+            with own_stream(device):
+                loop()
+        except BaseException:
+            log.exception("%s failed; its process exits so that the supervisor restarts it", self.stage.spec.name)
+            os._exit(1)
+
+    def stop(self) -> None:
+        """Stop the loop, wait for it, close its sockets."""
+        self.stage.stop()
+        self._thread.join(GUEST_STOP_TIMEOUT_S)
+        if self._thread.is_alive():
+            log.warning("%s did not stop within %.0f s", self.stage.spec.name, GUEST_STOP_TIMEOUT_S)
+        else:
+            self.stage.close()
