@@ -71,9 +71,9 @@ class DecodeGraphs:
                 self._step(size)
         torch.cuda.current_stream().wait_stream(side)
         # A capture stream of the LM's own: cuBLAS keeps one workspace per (thread, stream), which
-        # every graph captured there bakes in, and the flow's graphs (captured on torch's default
-        # capture stream, priority 0) replay beside the LM's when they share its process. Two
-        # graphs racing on one workspace hung an H100. Each priority has its own stream pool.
+        # every graph captured there bakes in, and graphs of the flow captured on the same thread
+        # (torch's default capture stream, priority 0) may replay beside the LM's. Two graphs
+        # racing on one workspace hung an H100. Each priority has a stream pool of its own.
         capture = torch.cuda.Stream(self.cache.device, priority=-1)
         for size in reversed(self.buckets):  # largest first: later graphs reuse its memory pool
             graph = torch.cuda.CUDAGraph()

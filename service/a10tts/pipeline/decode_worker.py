@@ -120,9 +120,9 @@ def load_batcher(config: Config, model_dir: ModelDir, device: torch.device) -> D
 
 
 def hosted(spec: StageSpec, host: Stage, model_dir: ModelDir, device: torch.device) -> GuestThread:
-    """A decode worker for a thread of ``host``'s process (the LM's), loaded, not yet started."""
+    """A decode worker on a thread of ``host``'s process (the LM's), loading there now."""
     stage = Stage(spec, spec.endpoints.decode(spec.index), DECODE_INBOX, host=host)
-    return GuestThread(stage, DecodeWorker(stage, load_batcher(spec.config, model_dir, device)).run, device)
+    return GuestThread(stage, lambda: DecodeWorker(stage, load_batcher(spec.config, model_dir, device)).run, device)
 
 
 def main(spec: StageSpec) -> None:

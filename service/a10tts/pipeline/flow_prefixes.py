@@ -16,6 +16,8 @@ from a10tts.engine.flow import FlowModel
 from a10tts.engine.flow.prefix import FlowPrefix
 from a10tts.engine.frontend import PromptFeatures
 
+MAX_VOICES = 4096  # remembered at once, with a prefix or without one
+
 
 def voice_key(prompt: PromptFeatures) -> bytes:
     """What identifies a voice to the flow: its prompt tokens, prompt mel and speaker embedding."""
@@ -26,18 +28,20 @@ def voice_key(prompt: PromptFeatures) -> bytes:
 
 
 class VoicePrefixes:
-    def __init__(self, flow: FlowModel, budget_bytes: int) -> None:
+    """Prefixes by voice key, least recently used dropped first past ``budget_bytes`` or past
+    ``max_voices`` entries. Voices without a prefix are remembered too (as None): the byte budget
+    alone would never drop them, so a service that meets many short-prompt voices needs the cap."""
+
+    def __init__(self, flow: FlowModel, budget_bytes: int, max_voices: int = MAX_VOICES) -> None:
         self.flow = flow
         self.budget_bytes = budget_bytes
+        self.max_voices = max_voices
         self._entries: OrderedDict[bytes, FlowPrefix | None] = OrderedDict()
+        self.nbytes = 0  # of the prefixes held
 
     @property
     def enabled(self) -> bool:
         return self.budget_bytes > 0 and self.flow.continues_prefixes
-
-    @property
-    def nbytes(self) -> int:
-        return sum(p.nbytes for p in self._entries.values() if p is not None)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -53,6 +57,11 @@ class VoicePrefixes:
         if prefix is not None and prefix.nbytes > self.budget_bytes:
             prefix = None
         self._entries[key] = prefix
-        while self.nbytes > self.budget_bytes:
-            self._entries.popitem(last=False)
+        self.nbytes += _size(prefix)
+        while self.nbytes > self.budget_bytes or len(self._entries) > self.max_voices:
+            self.nbytes -= _size(self._entries.popitem(last=False)[1])
         return prefix
+
+
+def _size(prefix: FlowPrefix | None) -> int:
+    return 0 if prefix is None else prefix.nbytes

@@ -289,6 +289,8 @@ def main(spec: StageSpec) -> None:
     model_dir = ModelDir.open(spec.model_dir)
     # Guests (the first decode worker) load first: the KV cache is sized from what they leave.
     guests = [decode_worker.hosted(guest, stage, model_dir, device) for guest in spec.guests]
+    for guest in guests:
+        guest.wait_loaded()
     model = model_dir.load("llm", device, dtype_of(config, "llm", device))
     cache = new_cache_for(model, config, device, spec.gpu_baseline_used)
     if device.type == "cuda" and config.llm.cuda_graphs:
@@ -298,7 +300,7 @@ def main(spec: StageSpec) -> None:
     num_decoders = spec.counts.get("decode", config.decode.processes)
     chunks = ChunkShape(config.decode.first_hop_tokens, lookahead_tokens(model_dir.hparams["flow"].args))
     for guest in guests:
-        guest.start()
+        guest.serve()
     try:
         # Ahead of the guests' kernels: every streamed request's next tokens wait on the LM's steps.
         with own_stream(device, priority=LM_STREAM_PRIORITY):

@@ -207,30 +207,53 @@ class Stage:
 
 
 class GuestThread:
-    """A guest stage's loop on a thread of its host's process, on a CUDA stream of its own.
+    """A guest stage on a thread of its host's process, with a CUDA stream of its own.
 
-    An exception out of the loop is a bug, not a bad request (those fail the request alone): the
-    process then exits, and the supervisor restarts it, host and guests together.
+    The thread loads the guest's models too (``load`` returns its loop), so that CUDA's per-thread
+    state (cuBLAS handles, and the workspace cuBLAS keeps per handle and stream, which captured
+    graphs bake in) is never shared with the host's: graphs of two threads replay side by side.
+    The host waits for the guests to load (its KV cache is sized from what they leave), then lets
+    them serve. An exception out of the loop is a bug, not a bad request (those fail the request
+    alone): the process then exits, and the supervisor restarts it, host and guests together.
     """
 
-    def __init__(self, stage: Stage, loop: Callable[[], None], device: torch.device) -> None:
+    def __init__(self, stage: Stage, load: Callable[[], Callable[[], None]], device: torch.device) -> None:
         self.stage = stage
-        self._thread = threading.Thread(target=self._run, args=(loop, device), name=stage.spec.name, daemon=True)
-
-    def start(self) -> None:
+        self._loaded = threading.Event()
+        self._serve = threading.Event()
+        self._load_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(load, device), name=stage.spec.name, daemon=True)
         self._thread.start()
 
-    def _run(self, loop: Callable[[], None], device: torch.device) -> None:
+    def wait_loaded(self) -> None:
+        """Until the guest has loaded; raises what its loading raised."""
+        self._loaded.wait()
+        if self._load_error is not None:
+            raise RuntimeError(f"{self.stage.spec.name} did not load: {self._load_error}") from self._load_error
+
+    def serve(self) -> None:
+        self._serve.set()
+
+    def _run(self, load: Callable[[], Callable[[], None]], device: torch.device) -> None:
         try:
             with own_stream(device):
-                loop()
-        except BaseException:
+                loop = load()
+                self._loaded.set()
+                self._serve.wait()
+                if not self.stage.stopping:
+                    loop()
+        except BaseException as exc:
+            if not self._loaded.is_set():  # the host is waiting for the load: it raises this
+                self._load_error = exc
+                self._loaded.set()
+                return
             log.exception("%s failed; its process exits so that the supervisor restarts it", self.stage.spec.name)
             os._exit(1)
 
     def stop(self) -> None:
-        """Stop the loop, wait for it, close its sockets."""
+        """Stop the loop (or the wait to serve), wait for it, close its sockets."""
         self.stage.stop()
+        self._serve.set()
         self._thread.join(GUEST_STOP_TIMEOUT_S)
         if self._thread.is_alive():
             log.warning("%s did not stop within %.0f s", self.stage.spec.name, GUEST_STOP_TIMEOUT_S)

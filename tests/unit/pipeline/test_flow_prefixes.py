@@ -60,3 +60,15 @@ def test_a_prompt_without_a_prefix_or_over_the_budget_is_not_computed_again(flow
         assert prefixes.get(voice_key(long_voice), long_voice) is None
         assert prefixes.get(voice_key(short_voice), short_voice) is None
     assert counting.calls == 2 and len(prefixes) == 2 and prefixes.nbytes == 0
+
+
+def test_voices_without_a_prefix_are_remembered_up_to_a_cap(flow) -> None:
+    counting = CountingFlow(flow)
+    prefixes = VoicePrefixes(counting, budget_bytes=1 << 30, max_voices=3)
+    short = [voice(10 + i, prompt_tokens=20) for i in range(5)]  # no whole chunk: no prefix, 0 bytes
+    for prompt in short:
+        assert prefixes.get(voice_key(prompt), prompt) is None
+    assert len(prefixes) == 3 and counting.calls == 5
+    prefixes.get(voice_key(short[-1]), short[-1])  # still held
+    prefixes.get(voice_key(short[0]), short[0])  # dropped first, computed again
+    assert counting.calls == 6 and len(prefixes) == 3

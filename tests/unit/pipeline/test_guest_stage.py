@@ -40,8 +40,14 @@ HOST_AND_GUEST = textwrap.dedent("""
             guest_stage.wait(5.0)
         print("guest stopped", flush=True)
 
-    guest = GuestThread(guest_stage, guest_loop, torch.device("cpu"))
-    guest.start()
+    def load_guest():
+        if sys.argv[2] == "load-fails":
+            raise MemoryError("no room for the flow")
+        return guest_loop
+
+    guest = GuestThread(guest_stage, load_guest, torch.device("cpu"))
+    guest.wait_loaded()
+    guest.serve()
     print("serving", flush=True)
     while not host.stopping:
         host.wait(5.0)
@@ -74,6 +80,13 @@ def test_an_exception_in_the_guest_ends_the_whole_process(tmp_path: Path) -> Non
     assert "decode-0 failed; its process exits so that the supervisor restarts it" in err
     assert "RuntimeError: a bug in the guest's loop" in err
     assert "host stopped" not in out
+
+
+def test_a_guest_that_cannot_load_fails_its_host(tmp_path: Path) -> None:
+    process = run_host(tmp_path, "load-fails")
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 1 and "serving" not in out
+    assert "RuntimeError: decode-0 did not load: no room for the flow" in err
 
 
 def specs(config: Config) -> list[StageSpec]:
