@@ -91,7 +91,7 @@ class DecodeConfig(Section):
     in_llm_process: bool = Field(
         False,
         description="Run the first decode worker on a thread of the LM's process, where the GPU runs their "
-        "kernels side by side instead of time-slicing two processes (experimental: not yet validated on a GPU).",
+        "kernels side by side instead of time-slicing two processes (experimental: no faster yet in the service).",
     )
     max_batch_size: int = Field(
         16, ge=1, le=256, description="Streaming chunks one decode process batches per step."

@@ -29,13 +29,13 @@ from a10tts.engine.model_dir import ModelDir
 from a10tts.engine.sampling import make_generator
 from a10tts.engine.streaming import first_chunk_tokens
 
+from . import decode_worker
 from .first_audio import stamp
 from .internal import LLM_INBOX, PROMPT_TENSORS, DecodeStart, EncodedRequest, TokenBatch, TokenDelta, segment_texts
 from .memory_plan import kv_budget_bytes, service_used_bytes
 from .messages import Cancel
 from .scheduler import LMRequest, Scheduler, SchedulerLimits, StepResult, TokenOutput
 from .spec import StageSpec
-from . import decode_worker
 from .stage import RequestError, Stage, device_of, dtype_of, own_stream, setup_logging
 
 log = logging.getLogger(__name__)
