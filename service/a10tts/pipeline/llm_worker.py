@@ -12,6 +12,7 @@ with a CUDA stream of its own (``stage.GuestThread``); the LM's stream has the h
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -302,8 +303,9 @@ def main(spec: StageSpec) -> None:
     for guest in guests:
         guest.serve()
     try:
-        # Ahead of the guests' kernels: every streamed request's next tokens wait on the LM's steps.
-        with own_stream(device, priority=LM_STREAM_PRIORITY):
+        # With guests, a stream ahead of theirs: every streamed request's next tokens wait on the
+        # LM's steps. Alone, the LM keeps the default stream, as measured before guests existed.
+        with own_stream(device, priority=LM_STREAM_PRIORITY) if guests else contextlib.nullcontext():
             LLMWorker(stage, scheduler, device, num_decoders, chunks).run()
     finally:
         for guest in guests:
