@@ -63,6 +63,26 @@ def lm_loop(step: Callable[[int], None], rows: int, stop: Callable[[], bool]) ->
     return times
 
 
+class LMThread:
+    """The LM's loop on a thread of this process, on a stream of its own, until ``stop()``."""
+
+    def __init__(self, step: Callable[[int], None], rows: int, priority: int) -> None:
+        self._done = threading.Event()
+        self._times: list[float] = []
+        self._thread = threading.Thread(target=self._run, args=(step, rows, priority))
+        self._thread.start()
+
+    def _run(self, step: Callable[[int], None], rows: int, priority: int) -> None:
+        with torch.inference_mode(), torch.cuda.stream(torch.cuda.Stream(priority=priority)):
+            self._times = lm_loop(step, rows, self._done.is_set)
+
+    def stop(self) -> list[float]:
+        """Each step's seconds."""
+        self._done.set()
+        self._thread.join()
+        return self._times
+
+
 def lm_process(max_batch: int, rows: int, conn) -> None:
     """The LM in a process of its own: ready, then step from "go" to "stop" and send the times."""
     with torch.inference_mode():
@@ -115,22 +135,11 @@ def main() -> None:
     child.join()
 
     for label, priority in (("one process, LM stream at high priority", -1), ("one process, equal priorities", 0)):
-        done = threading.Event()
-        lm_times: list[float] = []
-
-        def lm_thread(priority: int = priority, lm_times: list[float] = lm_times) -> None:
-            with torch.inference_mode(), torch.cuda.stream(torch.cuda.Stream(priority=priority)):
-                lm_times += lm_loop(step, args.lm_batch, done.is_set)
-
-        thread = threading.Thread(target=lm_thread)
+        beside = LMThread(step, args.lm_batch, priority)
         with torch.cuda.stream(torch.cuda.Stream(priority=0)):
-            thread.start()
             time.sleep(0.2)
             decode_ms = decode_batches(batcher, prompt, args.decode_batch, args.repeats)
-            done.set()
-            thread.join()
-        report(label, lm_times, decode_ms)
-
+        report(label, beside.stop(), decode_ms)
 
 if __name__ == "__main__":
     main()
