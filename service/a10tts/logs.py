@@ -5,9 +5,11 @@ Torch-free, so the supervisor and the HTTP workers can use it without loading th
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
+import signal
 import sys
 
 
@@ -21,7 +23,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "info", fmt: str = "text", process_name: str | None = None) -> None:
-    """Configure the root logger; `process_name` (e.g. "decode-1") tags a child's lines."""
+    """Configure the root logger; `process_name` (e.g. "decode-1") tags a child's lines. SIGUSR1
+    then dumps the process's stacks to stderr instead of killing it."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -33,3 +36,5 @@ def setup_logging(level: str = "info", fmt: str = "text", process_name: str | No
         who = f"{process_name}[%(process)d] " if process_name else ""
         handler.setFormatter(logging.Formatter(f"{stamp}{who}%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # `kill -USR1 PID` writes every thread's Python stack to the log: where a process is stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)

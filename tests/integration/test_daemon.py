@@ -271,6 +271,23 @@ def test_profile_use_reloads_with_new_worker_counts(service: Service) -> None:
     assert service.stream()[0] == 200
 
 
+@pytest.mark.parametrize(("stage", "frames"), [("llm", ("llm_worker.py", "decode_worker.py")), ("api", ("api/worker.py",))])
+def test_sigusr1_writes_a_process_stacks_to_the_log_and_harms_nothing(service: Service, stage: str,
+                                                                      frames: tuple[str, ...]) -> None:
+    child = next(s for s in service.status()["stages"] if s["stage"] == stage)
+    logged = len(service.log.read_bytes())
+    os.kill(child["pid"], signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(f in service.log.read_bytes()[logged:].decode(errors="replace")
+                                                   for f in frames):
+        time.sleep(0.1)
+    dump = service.log.read_bytes()[logged:].decode(errors="replace")
+    assert "most recent call first" in dump and all(f in dump for f in frames), dump[-3000:]  # llm: both threads
+    status = service.status()
+    assert status["ready"] and next(s for s in status["stages"] if s["stage"] == stage)["pid"] == child["pid"]
+    assert service.stream()[0] == 200
+
+
 @pytest.mark.parametrize("stage", ["api", "encode", "llm", "decode"])
 def test_a_killed_stage_is_restarted(service: Service, stage: str) -> None:
     before = next(s for s in service.status()["stages"] if s["stage"] == stage)

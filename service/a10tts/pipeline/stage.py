@@ -12,7 +12,6 @@ way: kernels of one process share the GPU, while the driver time-slices separate
 
 from __future__ import annotations
 
-import faulthandler
 import logging
 import os
 import signal
@@ -85,8 +84,6 @@ class Wakeup:
 
 def setup_logging(spec: StageSpec) -> None:
     logs.setup_logging(spec.config.logging.level, spec.config.logging.format, spec.name)
-    # `kill -USR1 PID` writes every thread's Python stack to the log: where a stage is stuck.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def device_of(spec: StageSpec) -> torch.device:
