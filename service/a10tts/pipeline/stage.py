@@ -127,7 +127,6 @@ class Stage:
         """``host``: the stage whose process this one runs in, on a thread (None: its own process)."""
         self.spec = spec
         self.host = host
-        self.guests: list[Stage] = []
         self.endpoints = spec.endpoints
         self.stopping = False
         self.context = zmq.Context()
@@ -138,9 +137,7 @@ class Stage:
         self._poller.register(self.inbox.socket, zmq.POLLIN)
         self._poller.register(self.wakeup.fd, zmq.POLLIN)
         self._next_heartbeat = 0.0
-        if host is not None:  # signals reach the host's (main) thread only
-            host.guests.append(self)
-        else:
+        if host is None:  # signals reach the host's (main) thread only; it stops its guests
             signal.signal(signal.SIGTERM, self._on_sigterm)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.set_wakeup_fd(self.wakeup.write_fd, warn_on_full_buffer=False)
@@ -149,11 +146,9 @@ class Stage:
         self.stop()
 
     def stop(self) -> None:
-        """End the loop after its current turn, and the guests' loops."""
+        """End the loop after its current turn."""
         self.stopping = True
         self.wakeup.wake()
-        for guest in self.guests:
-            guest.stop()
 
     def wait(self, timeout_s: float) -> None:
         """Until a message, a wake-up or a signal arrives, or ``timeout_s`` passes."""

@@ -131,3 +131,12 @@ def test_a_negative_flow_prefix_budget_is_refused(config_dir: Path, state_dir: P
         load_config(d, env={}, overrides=["decode.flow_prefix_cache_mib=-1"])
     assert [p.key for p in info.value.problems] == ["decode.flow_prefix_cache_mib"]
     assert "greater than or equal to 0" in str(info.value)
+
+
+def test_in_llm_process_takes_a_boolean_only(config_dir: Path, state_dir: Path) -> None:
+    d = dirs(config_dir, state_dir)
+    assert load_config(d, env={"A10TTS_DECODE__IN_LLM_PROCESS": "true"}).config.decode.in_llm_process is True
+    with pytest.raises(ConfigError) as info:
+        load_config(d, env={}, overrides=["decode.in_llm_process=sometimes"])
+    assert [p.key for p in info.value.problems] == ["decode.in_llm_process"]
+    assert "boolean" in str(info.value)
