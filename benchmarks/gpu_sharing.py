@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from a10tts.engine.sampling import make_generator, sample_batch
+from a10tts.engine.sampling import make_generator
 from first_chunk import first_chunks, served_batcher, voice_prompt  # beside this script
 from lm_decode import build
 
@@ -45,8 +45,8 @@ def lm_stepper(max_batch: int) -> Callable[[int], None]:
                 cache.free(slot)
             slots[:] = [cache.allocate() for _ in range(max_batch)]
             cache.advance(slots, [CONTEXT] * max_batch)
-        logp = lm.decode_step(cache, slots[:rows], tokens[:rows])
-        tokens[:rows] = sample_batch(logp, lm.sampling, histories[:rows], generators[:rows]).tolist()
+        tokens[:rows] = lm.decode_and_sample(cache, slots[:rows], tokens[:rows], histories[:rows],
+                                             generators[:rows], [False] * rows)
         for history, token in zip(histories, tokens[:rows]):
             history.append(token)
 

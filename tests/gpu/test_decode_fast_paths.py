@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from a10tts.engine.kernels.decode_attention import decode_attention, decode_attention_reference
 from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm
 from a10tts.engine.model_dir import ModelDir
+from a10tts.engine.sampling import make_generator
 
 pytestmark = pytest.mark.gpu
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
@@ -63,7 +64,7 @@ def test_graph_decode_equals_eager_and_golden() -> None:
 
     def run(graphs: bool) -> torch.Tensor:
         cache = lm.new_kv_cache(num_slots=5, capacity=64)
-        lm._graphs = None
+        lm.disable_cuda_graphs()
         if graphs:
             lm.enable_cuda_graphs(cache, max_batch_size=4)
         other = cache.allocate()  # a second live request decoding alongside: padding must not touch it
@@ -71,7 +72,7 @@ def test_graph_decode_equals_eager_and_golden() -> None:
         steps = [lm.prefill(cache, [golden_slot, other], [embeds, embeds[:20]])[:1]]
         for token in targets[:-1]:
             steps.append(lm.decode_step(cache, [golden_slot, other], [token, 7])[:1])
-        lm._graphs = None
+        lm.disable_cuda_graphs()
         return torch.cat(steps).cpu()
 
     with torch.inference_mode():
@@ -94,10 +95,77 @@ def test_compiled_graph_decode_equals_eager() -> None:
             slot = cache.allocate()
             steps = [lm.prefill(cache, [slot], [embeds])]
             steps += [lm.decode_step(cache, [slot], [t]) for t in targets[:-1]]
-            lm._graphs = None
+            lm.disable_cuda_graphs()
             outputs.append(torch.cat(steps).float().cpu())
     assert (outputs[0] - outputs[1]).abs().max().item() < 0.05  # bf16: fusion reorders roundings
     assert (outputs[0].argmax(-1) == outputs[1].argmax(-1)).float().mean() >= 0.75
+
+
+def test_graph_prefill_equals_eager_and_golden() -> None:
+    """One prompt padded up to its bucket prefills what the eager path does, leaves the same keys
+    and values for the prompt, and the decode steps after it agree; a second prefill into a
+    slot that holds tokens and a batch of two fall back to the eager path."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    case = load_file(GOLDEN / "llm_case.safetensors")
+    lm = ModelDir.open(GOLDEN / "tiny_model").load("llm", "cuda", torch.float32)
+    embeds = lm.prompt_embeds(*(case[k][0].cuda() for k in ("text", "prompt_text", "prompt_speech_token")))
+    targets = case["target_speech_token"].tolist()
+
+    def run(graphs: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cache = lm.new_kv_cache(num_slots=3, capacity=192)
+        lm.disable_cuda_graphs()
+        if graphs:
+            lm.enable_cuda_graphs(cache, max_batch_size=2, max_prefill_tokens=192)
+            assert lm._prefill_graphs.buckets == [64, 128, 192]
+        slot = cache.allocate()
+        steps = [lm.prefill(cache, [slot], [embeds])]
+        for token in targets[:-1]:
+            steps.append(lm.decode_step(cache, [slot], [token]))
+        pair = lm.prefill(cache, [cache.allocate(), cache.allocate()], [embeds, embeds[:9]])
+        steps.append(lm.prefill(cache, [slot], [embeds[:5]]))  # a slot holding tokens: eager
+        length = cache.length(slot)
+        kv = torch.stack([cache.keys[:, slot, :length], cache.values[:, slot, :length]])
+        lm.disable_cuda_graphs()
+        return torch.cat(steps).cpu(), pair.cpu(), kv.cpu()
+
+    with torch.inference_mode():
+        eager, graphed = run(False), run(True)
+    assert len(embeds) < 64  # padded: its keys and values were written past the prompt
+    assert (graphed[0] - eager[0]).abs().max().item() < 1e-5
+    assert (graphed[0][:len(targets)] - case["logp_kv"]).abs().max().item() < 1e-4
+    assert (graphed[1] - eager[1]).abs().max().item() < 1e-5
+    assert (graphed[2] - eager[2]).abs().max().item() < 1e-5
+
+
+def test_graph_sampling_draws_the_tokens_eager_sampling_does() -> None:
+    """Decode steps sampled inside the graph (three rows in a bucket of four, one refused its stop
+    tokens) give the tokens of the eager step and sampling, from the same seeded generators."""
+    case = load_file(GOLDEN / "llm_case.safetensors")
+    lm = ModelDir.open(GOLDEN / "tiny_model").load("llm", "cuda", torch.float32)
+    embeds = lm.prompt_embeds(*(case[k][0].cuda() for k in ("text", "prompt_text", "prompt_speech_token")))
+
+    def run(graphs: bool) -> list[list[int]]:
+        cache = lm.new_kv_cache(num_slots=4, capacity=96)
+        lm.disable_cuda_graphs()
+        if graphs:
+            lm.enable_cuda_graphs(cache, max_batch_size=4)
+        slots = [cache.allocate() for _ in range(3)]
+        generators = [make_generator(seed) for seed in (1, 2, 3)]
+        histories: list[list[int]] = [[], [], []]
+        too_short = [True, False, False]
+        logp = lm.prefill(cache, slots, [embeds, embeds[:20], embeds[5:]])
+        tokens = lm.sample(logp, histories, generators, too_short)
+        for _ in range(24):
+            for history, token in zip(histories, tokens):
+                history.append(token)
+            tokens = lm.decode_and_sample(cache, slots, tokens, histories, generators, too_short)
+        lm.disable_cuda_graphs()
+        return histories
+
+    with torch.inference_mode():
+        eager, graphed = run(False), run(True)
+    assert graphed == eager
+    assert all(token < lm.speech_token_size for token in graphed[0])
 
 
 def test_flow_graphs_equal_eager_for_ragged_streaming_batches() -> None:

@@ -84,6 +84,11 @@ class LLMConfig(Section):
     cuda_graph_max_batch_size: int = Field(
         32, ge=1, le=1024, description="Largest decode batch captured; larger ones run eagerly."
     )
+    cuda_graph_max_prefill_tokens: int = Field(
+        1024, ge=0, le=32768,
+        description="Longest prompt (text + prompt speech tokens) that prefills alone from CUDA graphs, padded "
+        "to a multiple of 64 tokens; longer ones and batches of prompts run eagerly; 0 = always eagerly.",
+    )
 
 
 class DecodeConfig(Section):

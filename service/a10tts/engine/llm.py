@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from a10tts.engine.cuda_graphs import DecodeGraphs
+from a10tts.engine.lm_graphs import PREFILL_BUCKET_TOKENS, DecodeGraphs, PrefillGraphs
 from a10tts.engine.hparams import nested_args, require
-from a10tts.engine.kv_cache import DecodeBatch, KVCache
+from a10tts.engine.kv_cache import CacheBatch, DecodeBatch, KVCache
 from a10tts.engine.qwen2 import Qwen2Config, Qwen2ForCausalLM, Qwen2Model
 from a10tts.engine.sampling import RasSampling, forbid_tokens_from, make_generator, sample_batch
 
@@ -91,6 +91,7 @@ class CosyVoice2LM(nn.Module):
         self.speech_token_size = speech_token_size
         self.sampling = sampling or RasSampling()
         self._graphs: DecodeGraphs | None = None  # set by enable_cuda_graphs
+        self._prefill_graphs: PrefillGraphs | None = None
         self.llm_embedding = nn.Embedding(2, llm_input_size)  # row 0: sos, row 1: task id
         self.llm = Qwen2Encoder(qwen_config)
         vocab = speech_token_size + NUM_SPECIAL_SPEECH_TOKENS
@@ -163,9 +164,13 @@ class CosyVoice2LM(nn.Module):
     ) -> Tensor:
         """Run new requests' prompts (ragged) into their slots; fp32 log-probs ``[B, vocab]``
         of each request's first speech token."""
+        graphs = self._prefill_graphs
+        if graphs is not None and graphs.cache is cache:
+            bucket = graphs.bucket(slots, prompt_embeds)
+            if bucket is not None:
+                return graphs.prefill(bucket, slots[0], prompt_embeds[0])
         batch = cache.reserve(slots, [len(embeds) for embeds in prompt_embeds])
-        hidden = self.backbone(torch.cat(list(prompt_embeds)), cache, batch)
-        return self._next_token_logp(hidden[batch.last_token_index])
+        return self.prefill_logp(torch.cat(list(prompt_embeds)), batch, cache)
 
     def decode_step(
         self, cache: KVCache, slots: Sequence[int], last_tokens: Sequence[int] | Tensor
@@ -177,10 +182,39 @@ class CosyVoice2LM(nn.Module):
         tokens = torch.as_tensor(last_tokens, dtype=torch.long, device=device)
         return self.decode_logp(tokens, cache.reserve_decode(slots), cache)
 
-    def enable_cuda_graphs(self, cache: KVCache, max_batch_size: int, compile: bool = False) -> None:
+    def sample(
+        self, logp: Tensor, histories: Sequence[Sequence[int]], generators: Sequence[torch.Generator],
+        too_short: Sequence[bool],
+    ) -> list[int]:
+        """One RAS-sampled token per row of ``logp``; rows ``too_short`` may not stop yet."""
+        logp = forbid_tokens_from(logp, self.speech_token_size, too_short)
+        return sample_batch(logp, self.sampling, histories, generators).tolist()
+
+    def decode_and_sample(
+        self, cache: KVCache, slots: Sequence[int], last_tokens: Sequence[int],
+        histories: Sequence[Sequence[int]], generators: Sequence[torch.Generator], too_short: Sequence[bool],
+    ) -> list[int]:
+        """``decode_step`` then ``sample``: with CUDA graphs, both in one replay."""
+        if self._graphs is not None and self._graphs.cache is cache:
+            return self._graphs.step_and_sample(slots, last_tokens, histories, generators, too_short)
+        return self.sample(self.decode_step(cache, slots, last_tokens), histories, generators, too_short)
+
+    def enable_cuda_graphs(
+        self, cache: KVCache, max_batch_size: int, compile: bool = False, max_prefill_tokens: int = 0
+    ) -> None:
         """Capture decode steps over `cache` for batches up to `max_batch_size` (CUDA only);
-        `compile` fuses the step with torch.compile first (slower start-up, faster steps)."""
+        `compile` fuses the step with torch.compile first (slower start-up, faster steps).
+        Single prompts of up to `max_prefill_tokens` tokens prefill from graphs too."""
         self._graphs = DecodeGraphs(self, cache, max_batch_size, compile=compile)
+        if max_prefill_tokens >= PREFILL_BUCKET_TOKENS:
+            self._prefill_graphs = PrefillGraphs(self, cache, max_prefill_tokens)
+
+    def disable_cuda_graphs(self) -> None:
+        self._graphs = self._prefill_graphs = None
+
+    def prefill_logp(self, embeds: Tensor, batch: CacheBatch, cache: KVCache) -> Tensor:
+        """The device part of a prefill: what a CUDA graph captures."""
+        return self._next_token_logp(self.backbone(embeds, cache, batch)[batch.last_token_index])
 
     def decode_logp(self, tokens: Tensor, batch: DecodeBatch, cache: KVCache) -> Tensor:
         """The device part of a decode step (no host syncs): what a CUDA graph captures."""
@@ -216,10 +250,8 @@ class CosyVoice2LM(nn.Module):
         while len(history) < budget.max_tokens:
             # Every stop id is refused below the minimum, as upstream's vLLM path does with
             # min_tokens (its HF path masks only eos, the one id a trained model emits).
-            logp = forbid_tokens_from(
-                logp, self.speech_token_size, [not budget.stop_allowed(len(history))]
-            )
-            token = int(sample_batch(logp, self.sampling, [history], [generator])[0])
+            too_short = not budget.stop_allowed(len(history))
+            token = self.sample(logp, [history], [generator], [too_short])[0]
             if self.is_stop_token(token):
                 return
             yield token

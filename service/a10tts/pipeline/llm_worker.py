@@ -296,7 +296,8 @@ def main(spec: StageSpec) -> None:
     cache = new_cache_for(model, config, device, spec.gpu_baseline_used)
     if device.type == "cuda" and config.llm.cuda_graphs:
         model.enable_cuda_graphs(cache, min(config.llm.cuda_graph_max_batch_size, cache.num_slots),
-                                 compile=config.llm.torch_compile)
+                                 compile=config.llm.torch_compile,
+                                 max_prefill_tokens=config.llm.cuda_graph_max_prefill_tokens)
     scheduler = Scheduler(model, cache, SchedulerLimits.from_config(config))
     num_decoders = spec.counts.get("decode", config.decode.processes)
     chunks = ChunkShape(config.decode.first_hop_tokens, lookahead_tokens(model_dir.hparams["flow"].args))

@@ -9,7 +9,7 @@ segment ends. Each ``step``:
    the ``prefill_token_budget`` (a request longer than the budget is admitted alone);
 2. prefills the prompts of admitted requests and of running ones starting their next segment
    (one ragged batch), and feeds every other running request its last token (one decode batch);
-3. samples one token per row with the request's own generator, so a seeded request gives the
+3. samples one token per row (decode rows in the decode step's CUDA graph) with the request's own generator, so a seeded request gives the
    same tokens alone or in any batch.
 
 Streaming requests are paced: once a request has the tokens of its first chunk
@@ -29,7 +29,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -37,11 +36,9 @@ from torch import Tensor
 from a10tts.config import Config
 from a10tts.engine.kv_cache import KVCache
 from a10tts.engine.llm import CosyVoice2LM, TokenBudget
-from a10tts.engine.sampling import forbid_tokens_from, sample_batch
 
 from .stage import RequestError
 
-T = TypeVar("T")
 PROMPT_MARKERS = 2  # sos and task id around the prompt text
 SPEECH_TOKENS_PER_SECOND = 25  # CosyVoice2: 50 Hz mel, 2 mel frames per speech token
 
@@ -198,22 +195,15 @@ class Scheduler:
         if not decode or self._steps_since_admission >= self.limits.schedule_interval_steps:
             self._admit(result, now)
         self._steps_since_admission += 1
-        batches: list[tuple[list[LMRequest], Tensor]] = []
         prefill, embeds = self._prompts([r for r in self.running.values() if r.needs_prefill], result)
         if prefill:
             slots = [r.slot for r in prefill]
-            logp = self._guarded(prefill, result, lambda: self.model.prefill(self.cache, slots, embeds))
-            batches += [(prefill, logp)] if logp is not None else []
+            self._take(prefill, result, lambda: self.model.sample(
+                self.model.prefill(self.cache, slots, embeds), *self._sampling_rows(prefill)))
         if decode:
             slots, last = [r.slot for r in decode], [r.history[-1] for r in decode]
-            logp = self._guarded(decode, result, lambda: self.model.decode_step(self.cache, slots, last))
-            batches += [(decode, logp)] if logp is not None else []
-        rows = [request for requests, _ in batches for request in requests]
-        if rows:
-            logp = torch.cat([logp for _, logp in batches])
-            tokens = self._guarded(rows, result, lambda: self._sample(rows, logp))
-            for request, token in zip(rows, tokens or []):
-                self._advance(request, token, result)
+            self._take(decode, result, lambda: self.model.decode_and_sample(
+                self.cache, slots, last, *self._sampling_rows(decode)))
         return result
 
     def _admit(self, result: StepResult, now: float) -> None:
@@ -245,20 +235,23 @@ class Scheduler:
                 ready.append(request)
         return ready, embeds
 
-    def _guarded(self, rows: list[LMRequest], result: StepResult, compute: Callable[[], T]) -> T | None:
-        """Run one batched computation; if it raises, its rows fail (500) and the rest go on."""
+    def _take(self, rows: list[LMRequest], result: StepResult, compute: Callable[[], list[int]]) -> None:
+        """Run one batched computation of the rows' next tokens and advance them; if it raises,
+        its rows fail (500) and the rest go on."""
         try:
-            return compute()
+            tokens = compute()
         except Exception as exc:
             for request in rows:
                 self._fail(request, f"the LM failed: {exc}", result)
-            return None
+            return
+        for request, token in zip(rows, tokens):
+            self._advance(request, token, result)
 
-    def _sample(self, rows: list[LMRequest], logp: Tensor) -> list[int]:
+    @staticmethod
+    def _sampling_rows(rows: list[LMRequest]) -> tuple[list[list[int]], list[torch.Generator], list[bool]]:
+        """``CosyVoice2LM.sample``'s per-row arguments: histories, generators, too short to stop."""
         too_short = [not r.budgets[r.segment].stop_allowed(len(r.history)) for r in rows]
-        logp = forbid_tokens_from(logp, self.model.speech_token_size, too_short)
-        histories = [r.history for r in rows]
-        return sample_batch(logp, self.model.sampling, histories, [r.generator for r in rows]).tolist()
+        return [r.history for r in rows], [r.generator for r in rows], too_short
 
     def _advance(self, request: LMRequest, token: int, result: StepResult) -> None:
         request.needs_prefill = False
