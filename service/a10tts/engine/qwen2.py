@@ -1,7 +1,7 @@
 """Qwen2 decoder, the text LM inside CosyVoice2, written for slot-based KV-cache serving.
 
-Parameter names follow Hugging Face's ``Qwen2ForCausalLM`` so that upstream checkpoints load
-strictly. Tokens travel packed as ``[num_tokens, hidden]`` and a ``CacheBatch`` gives each its
+State-dict keys follow Hugging Face's ``Qwen2ForCausalLM`` so that upstream checkpoints load
+strictly (q/k/v and gate/up run as one GEMM each, under the separate keys: ``fused_linear``). Tokens travel packed as ``[num_tokens, hidden]`` and a ``CacheBatch`` gives each its
 slot and position, so one forward pass serves a ragged prefill and a decode step alike.
 """
 
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from a10tts.engine.fused_linear import fuse_linears
 from a10tts.engine.kv_cache import CacheBatch, KVCache, cached_attention, write_kv
 
 _REQUIRED_KEYS = (
@@ -111,7 +112,7 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class Qwen2Attention(nn.Module):
-    """Grouped-query self-attention with biased q/k/v projections over the slot cache."""
+    """Grouped-query self-attention with biased q/k/v projections (one GEMM) over the slot cache."""
 
     def __init__(self, config: Qwen2Config) -> None:
         super().__init__()
@@ -120,9 +121,8 @@ class Qwen2Attention(nn.Module):
         self.head_dim = config.head_dim
         self.scale = self.head_dim**-0.5
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        self.q_proj = nn.Linear(config.hidden_size, q_size, bias=True)
-        self.k_proj = nn.Linear(config.hidden_size, kv_size, bias=True)
-        self.v_proj = nn.Linear(config.hidden_size, kv_size, bias=True)
+        self.qkv_proj = fuse_linears(self, "qkv_proj", config.hidden_size,
+                                     {"q_proj": q_size, "k_proj": kv_size, "v_proj": kv_size}, bias=True)
         self.o_proj = nn.Linear(q_size, config.hidden_size, bias=False)
 
     def forward(
@@ -133,9 +133,10 @@ class Qwen2Attention(nn.Module):
         batch: CacheBatch,
     ) -> Tensor:
         num_tokens = x.shape[0]
-        q = self.q_proj(x).view(num_tokens, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(num_tokens, self.num_kv_heads, self.head_dim)
+        q, k, v = self.qkv_proj.split(x)
+        q = q.view(num_tokens, self.num_heads, self.head_dim)
+        k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
+        v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         keys, values = layer_cache
         write_kv(keys, values, batch, k, v)
@@ -143,16 +144,18 @@ class Qwen2Attention(nn.Module):
 
 
 class Qwen2MLP(nn.Module):
-    """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))``."""
+    """SwiGLU feed-forward: ``down(silu(gate(x)) * up(x))``, gate and up as one GEMM."""
 
     def __init__(self, config: Qwen2Config) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.gate_up_proj = fuse_linears(self, "gate_up_proj", config.hidden_size,
+                                         {"gate_proj": config.intermediate_size, "up_proj": config.intermediate_size},
+                                         bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj.split(x)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Qwen2DecoderLayer(nn.Module):

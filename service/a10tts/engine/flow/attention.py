@@ -2,7 +2,7 @@
 
 ``RelPositionAttention`` is the Transformer-XL style attention of the conformer encoder
 (ESPnet "rel_selfattn" with the "rel_pos_espnet" encoding); ``SelfAttention`` is the plain
-multi-head attention of the estimator's transformer blocks (diffusers' parameter names).
+multi-head attention of the estimator's transformer blocks (diffusers' state-dict keys).
 Both run on ``scaled_dot_product_attention`` so CUDA picks a fused kernel whose softmax
 accumulates in fp32 even for half-precision inputs.
 """
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from a10tts.engine.flow.prefix import LayerPrefix
+from a10tts.engine.fused_linear import fuse_linears
 
 
 def relative_position_encoding(
@@ -83,16 +84,14 @@ class RelPositionAttention(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention without q/k/v biases; the inner width may differ from ``dim``."""
+    """Multi-head self-attention without q/k/v biases (one GEMM); the inner width may differ from ``dim``."""
 
     def __init__(self, dim: int, num_heads: int, head_dim: int) -> None:
         super().__init__()
         inner = num_heads * head_dim
         self.num_heads = num_heads
         self.head_dim = head_dim
-        self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_k = nn.Linear(dim, inner, bias=False)
-        self.to_v = nn.Linear(dim, inner, bias=False)
+        self.to_qkv = fuse_linears(self, "to_qkv", dim, {"to_q": inner, "to_k": inner, "to_v": inner}, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])  # key "to_out.0", as in diffusers
 
     def forward(self, x: Tensor, mask: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
@@ -100,9 +99,7 @@ class SelfAttention(nn.Module):
         a key is visible, -inf where not); ``P``: the frames of ``prefix``, if any."""
         batch, length, _ = x.shape
         heads = (batch, length, self.num_heads, self.head_dim)
-        q = self.to_q(x).view(heads).transpose(1, 2)
-        k = self.to_k(x).view(heads).transpose(1, 2)
-        v = self.to_v(x).view(heads).transpose(1, 2)
+        q, k, v = (part.view(heads).transpose(1, 2) for part in self.to_qkv.split(x))
         if prefix is not None:
             k, v = prefix.keys_values(k, v)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))

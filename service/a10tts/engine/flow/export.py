@@ -25,7 +25,7 @@ STREAMING_INPUT = "streaming"
 OUTPUT = "estimator_out"
 OPSET = 18  # upstream's; LayerNormalization (17+) keeps TensorRT's layer norms in fp32
 # Bumped whenever the exported graph changes, so cached TensorRT engines are rebuilt.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: q/k/v as one MatMul (fused_linear)
 
 _TRACE_BATCH, _TRACE_FRAMES = 2, 128  # more frames than a streaming chunk: traces the chunk mask
 
