@@ -72,10 +72,11 @@ class LLMConfig(Section):
     schedule_interval_steps: int = Field(
         4, ge=1, le=1024, description="Decode steps between two admissions of waiting requests."
     )
-    stream_pace: float = Field(
-        0.0, ge=0, le=1000,
-        description="Once a streaming request has its first chunk's tokens, the LM runs it at most this "
-        "many times faster than real time, leaving GPU time to the decode stage; 0 = as fast as it can.",
+    stream_buffer_seconds: float = Field(
+        0.0, ge=0, le=60,
+        description="Once a streaming request has its first chunk's tokens, the LM sits it out while its tokens' "
+        "audio is more than this many seconds ahead of the listener, then runs it one chunk further ahead, "
+        "leaving GPU time to the decode stage; 0 = as fast as it can.",
     )
     cuda_graphs: bool = Field(True, description="Capture LM decode steps in CUDA graphs.")
     torch_compile: bool = Field(

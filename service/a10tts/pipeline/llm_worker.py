@@ -209,7 +209,7 @@ class LLMWorker:
             )
             prompt = {name: tensors[name] for name in PROMPT_TENSORS}
             first_chunk = self.chunks.first_chunk(len(prompt["prompt_speech_tokens"]))
-            request.burst_tokens = first_chunk
+            request.first_chunk_tokens = first_chunk
             self.scheduler.add(request)
         except KeyError as exc:
             self.stage.fail(rid, message.reply_to, 500, f"the encode stage sent no {exc} tensor")

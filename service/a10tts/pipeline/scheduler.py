@@ -12,11 +12,10 @@ segment ends. Each ``step``:
 3. samples one token per row (decode rows in the decode step's CUDA graph) with the request's own generator, so a seeded request gives the
    same tokens alone or in any batch.
 
-Streaming requests are paced: once a request has the tokens of its first chunk
-(``LMRequest.burst_tokens``), it runs at most ``stream_pace`` times faster than real time and
-sits out the steps in between. Its audio is not due sooner, and the GPU time the LM leaves goes to
-the decode stage, which shares the GPU: first chunks of other requests come sooner. A step with
-no runnable request is not taken (``next_step_in`` says when one will be).
+With ``stream_buffer_seconds``, streaming requests past their first chunk
+(``LMRequest.first_chunk_tokens``) run just in time and sit out the steps in between
+(``pacing.StreamPacer``): the GPU time the LM leaves goes to the decode stage, which shares the
+GPU. A step with no runnable request is not taken (``next_step_in`` says when one will be).
 
 Stop tokens are refused before a segment's minimum length; a segment ends on a stop token or
 at its maximum (``num_tokens``, when given, fixes both). A segment's prompt plus its tokens must
@@ -37,10 +36,10 @@ from a10tts.config import Config
 from a10tts.engine.kv_cache import KVCache
 from a10tts.engine.llm import CosyVoice2LM, TokenBudget
 
+from .pacing import StreamPacer
 from .stage import RequestError
 
 PROMPT_MARKERS = 2  # sos and task id around the prompt text
-SPEECH_TOKENS_PER_SECOND = 25  # CosyVoice2: 50 Hz mel, 2 mel frames per speech token
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class SchedulerLimits:
     max_waiting: int
     prefill_token_budget: int
     schedule_interval_steps: int
-    stream_pace: float = 0.0  # times real time; 0: streaming requests run as fast as they can
+    stream_buffer_seconds: float = 0.0  # 0: streaming requests run as fast as they can
 
     @classmethod
     def from_config(cls, config: Config) -> SchedulerLimits:
@@ -58,7 +57,7 @@ class SchedulerLimits:
             max_waiting=config.limits.max_waiting_requests,
             prefill_token_budget=config.llm.prefill_token_budget,
             schedule_interval_steps=config.llm.schedule_interval_steps,
-            stream_pace=config.llm.stream_pace,
+            stream_buffer_seconds=config.llm.stream_buffer_seconds,
         )
 
 
@@ -70,14 +69,15 @@ class LMRequest:
     prompt_speech: Tensor  # LM prompt speech tokens (may be empty)
     generator: torch.Generator
     num_tokens: int | None = None  # fixed tokens per segment (benchmarks)
-    stream: bool = False  # paced (SchedulerLimits.stream_pace)
-    burst_tokens: int = 0  # a streaming request's tokens before pacing: those of its first chunk
+    stream: bool = False  # paced (SchedulerLimits.stream_buffer_seconds)
+    first_chunk_tokens: int = 0  # a streaming request's tokens before pacing
+    first_chunk_done_at: float | None = None  # scheduler clock
+    catching_up: bool = False  # StreamPacer's state
     segment: int = 0
     slot: int | None = None
     needs_prefill: bool = True
     history: list[int] = field(default_factory=list)  # tokens of the current segment
     emitted: int = 0  # tokens of all segments so far
-    admitted_at: float | None = None  # scheduler clock
     budgets: list[TokenBudget] = field(default_factory=list)  # per segment, set by Scheduler.add
 
     def prompt_length(self, segment: int) -> int:
@@ -113,6 +113,7 @@ class Scheduler:
         self.cache = cache
         self.limits = limits
         self.clock = clock
+        self.pacer = StreamPacer(limits.stream_buffer_seconds)
         self.waiting: deque[LMRequest] = deque()
         self.running: dict[str, LMRequest] = {}
         self._steps_since_admission = 0
@@ -128,17 +129,10 @@ class Scheduler:
         if self._can_admit() or any(r.needs_prefill for r in self.running.values()):
             return 0.0
         now = self.clock()
-        return max(0.0, min((self._paced_until(r) for r in self.running.values()), default=now) - now)
+        return min((self.pacer.wait(r, now) for r in self.running.values()), default=0.0)
 
     def _can_admit(self) -> bool:
         return bool(self.waiting) and len(self.running) < self.limits.max_running and self.cache.num_free > 0
-
-    def _paced_until(self, request: LMRequest) -> float:
-        """When ``request`` may take its next step (scheduler clock); the past if now."""
-        pace = self.limits.stream_pace * SPEECH_TOKENS_PER_SECOND
-        if not (pace and request.stream) or request.admitted_at is None:
-            return float("-inf")
-        return request.admitted_at + (request.emitted - request.burst_tokens) / pace
 
     def load(self) -> dict[str, float]:
         return {
@@ -190,10 +184,9 @@ class Scheduler:
 
     def step(self) -> StepResult:
         result = StepResult()
-        now = self.clock()
-        decode = [r for r in self.running.values() if not r.needs_prefill and self._paced_until(r) <= now]
+        decode = self._decode_rows(self.clock())
         if not decode or self._steps_since_admission >= self.limits.schedule_interval_steps:
-            self._admit(result, now)
+            self._admit(result)
         self._steps_since_admission += 1
         prefill, embeds = self._prompts([r for r in self.running.values() if r.needs_prefill], result)
         if prefill:
@@ -206,7 +199,15 @@ class Scheduler:
                 self.cache, slots, last, *self._sampling_rows(decode)))
         return result
 
-    def _admit(self, result: StepResult, now: float) -> None:
+    def _decode_rows(self, now: float) -> list[LMRequest]:
+        """The running requests this step decodes: those due, and the paced ones that may join them."""
+        ready = [r for r in self.running.values() if not r.needs_prefill]
+        due = [self.pacer.is_due(r, now) for r in ready]
+        if not any(due):
+            return []
+        return [r for r, is_due in zip(ready, due) if is_due or self.pacer.may_join(r, now)]
+
+    def _admit(self, result: StepResult) -> None:
         self._steps_since_admission = 0
         tokens = sum(r.prompt_length(r.segment) for r in self.running.values() if r.needs_prefill)
         while self.waiting and len(self.running) < self.limits.max_running and self.cache.num_free:
@@ -216,7 +217,6 @@ class Scheduler:
                 break
             self.waiting.popleft()
             request.slot = self.cache.allocate()
-            request.admitted_at = now
             self.running[request.request_id] = request
             result.started.append(request)
             tokens += length
@@ -260,6 +260,8 @@ class Scheduler:
             return
         request.history.append(token)
         request.emitted += 1
+        if request.first_chunk_done_at is None and request.emitted >= request.first_chunk_tokens:
+            request.first_chunk_done_at = self.clock()
         if len(request.history) >= request.budgets[request.segment].max_tokens:
             self._end_segment(request, [token], result)
         else:

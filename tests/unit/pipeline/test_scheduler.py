@@ -217,18 +217,21 @@ class FakeClock:
 
 
 def paced_scheduler(model: CosyVoice2LM, clock: FakeClock, interval: int = 1) -> Scheduler:
-    # 2.56 x real time = 64 tokens/s: steps of 1/64 s, exact in binary
-    limits = SchedulerLimits(8, 16, 4096, interval, stream_pace=2.56)
+    limits = SchedulerLimits(8, 16, 4096, interval, stream_buffer_seconds=0.5)
     return Scheduler(model, model.new_kv_cache(num_slots=8, capacity=256), limits, clock=clock)
 
 
-def test_streaming_requests_are_paced_after_their_burst(model: CosyVoice2LM) -> None:
+def streaming_request(request_id: str, num_tokens: int = 80) -> LMRequest:
+    request = make_request(request_id, num_tokens=num_tokens)
+    request.stream, request.first_chunk_tokens = True, 25  # one second of audio
+    return request
+
+
+def test_streaming_requests_run_just_in_time_after_their_first_chunk(model: CosyVoice2LM) -> None:
     clock = FakeClock()
     scheduler = paced_scheduler(model, clock)
-    stream, batch = make_request("s", num_tokens=30), make_request("b", num_tokens=30)
-    stream.stream, stream.burst_tokens = True, 5  # "b" is not streaming: never paced
-    scheduler.add(stream)
-    scheduler.add(batch)
+    scheduler.add(streaming_request("s"))
+    scheduler.add(make_request("b", num_tokens=45))  # not streaming: never paced
     tokens: dict[str, list[int]] = {"s": [], "b": []}
 
     def steps(n: int) -> None:
@@ -236,29 +239,46 @@ def test_streaming_requests_are_paced_after_their_burst(model: CosyVoice2LM) -> 
             for out in scheduler.step().outputs:
                 tokens[out.request_id] += out.tokens
 
-    steps(30)
-    assert (len(tokens["s"]), len(tokens["b"])) == (6, 30)  # the burst, then one step at its start time
-    assert scheduler.next_step_in() == pytest.approx(1 / 64)  # only "s" is left, and it waits
-    clock.now += 0.125
-    steps(20)
-    assert len(tokens["s"]) == 6 + 8  # 64 tokens/s for 1/8 s, whatever the number of steps
+    steps(50)
+    # 25 tokens are 1.0 s ahead of the listener: "s" is not due before 0.5 s, but joins the steps
+    # taken for "b" until it is 1.5 s ahead (38 tokens: 1.52 s).
+    assert (len(tokens["s"]), len(tokens["b"])) == (38, 45)
+    assert scheduler.next_step_in() == pytest.approx(1.52 - 0.5)
+    clock.now += 1.1  # 0.42 s ahead: due, and it catches up until 1.5 s ahead
+    steps(40)
+    assert len(tokens["s"]) == 65  # 65 / 25 - 1.1 = 1.5
+    assert scheduler.next_step_in() == pytest.approx(1.0)
     clock.now += 10
-    steps(16)
-    assert len(tokens["s"]) == 30 and not scheduler.has_work
+    steps(20)
+    assert len(tokens["s"]) == 80 and not scheduler.has_work
     unpaced = make_scheduler(model)
-    unpaced.add(make_request("s", num_tokens=30))
+    unpaced.add(make_request("s", num_tokens=80))
     assert segment_tokens(run(unpaced)["s"])[0] == tokens["s"]  # pacing changes when, not what
+
+
+def test_paced_requests_fall_into_step_with_each_other(model: CosyVoice2LM) -> None:
+    clock = FakeClock()
+    scheduler = paced_scheduler(model, clock)
+    for request_id, started in (("early", 100.0), ("late", 100.3)):
+        clock.now = started
+        scheduler.add(streaming_request(request_id))
+        while scheduler.next_step_in() == 0:
+            scheduler.step()
+    # "early" rode along with "late"'s first chunk; "late" is due first, at 100.8 s
+    assert scheduler.next_step_in() == pytest.approx(0.5)
+    clock.now += 0.51
+    rows = [{out.request_id for out in scheduler.step().outputs} for _ in range(30)]
+    assert rows[0] == {"early", "late"}  # "early", 0.99 s ahead, joins
+    assert rows.index(set()) >= 20 and scheduler.next_step_in() > 0.9
 
 
 def test_a_paced_request_does_not_hold_back_admission(model: CosyVoice2LM) -> None:
     clock = FakeClock()
     scheduler = paced_scheduler(model, clock, interval=1000)
-    stream = make_request("s", num_tokens=30)
-    stream.stream, stream.burst_tokens = True, 5
-    scheduler.add(stream)
+    scheduler.add(streaming_request("s"))
     while scheduler.next_step_in() == 0:
         scheduler.step()
-    assert scheduler.next_step_in() > 0  # "s" is ahead of its pace
+    assert scheduler.next_step_in() > 0  # "s" is ahead of its listener
     scheduler.add(make_request("new", num_tokens=3))
     assert scheduler.next_step_in() == 0
     assert [r.request_id for r in scheduler.step().started] == ["new"]  # not 1000 steps later
