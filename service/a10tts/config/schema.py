@@ -78,6 +78,11 @@ class LLMConfig(Section):
         "audio is more than this many seconds ahead of the listener, then runs it one chunk further ahead, "
         "leaving GPU time to the decode stage; 0 = as fast as it can.",
     )
+    stream_first_chunk_hold_ms: float = Field(
+        0.0, ge=0, le=10_000,
+        description="A streaming request sits out the LM's steps for this long once it has its first chunk's "
+        "tokens, so that the first chunk's vocoding has the GPU to itself when nothing else runs; 0 = no pause.",
+    )
     cuda_graphs: bool = Field(True, description="Capture LM decode steps in CUDA graphs.")
     torch_compile: bool = Field(
         True, description="Fuse the decode step with torch.compile before capture (faster steps, slower start)."

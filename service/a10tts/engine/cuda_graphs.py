@@ -38,14 +38,17 @@ _FRAME_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
 
 
 @functools.cache
-def _shared_pool() -> tuple[int, int]:
+def _shared_pool() -> torch.cuda.MemPool:
     """The memory pool of every flow and HiFT graph of the process.
 
     Their graphs keep nothing alive in it (inputs and outputs are static buffers outside it) and
     a decode worker replays one graph at a time on one stream, so any capture may reuse all of
     it: the pool is as large as the largest graph's scratch memory, not the sum over graphs.
+    A ``MemPool`` rather than a bare ``graph_pool_handle``: it holds the pool while no graph
+    does, where the allocator retires a handle's pool with its last graph and fails an internal
+    assert when a later capture names it (graphs dropped and captured again).
     """
-    return torch.cuda.graph_pool_handle()
+    return torch.cuda.MemPool()
 
 
 class _BucketGraphs:
@@ -122,7 +125,7 @@ class _BucketGraphs:
             work()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with CAPTURE_LOCK, torch.cuda.graph(graph, pool=_shared_pool()):
+        with CAPTURE_LOCK, torch.cuda.graph(graph, pool=_shared_pool().id):
             work()
         self._graphs[bucket] = captured = _Captured(graph, state)
         log.debug("captured the %s for batch x frames (x prefix frames) %s in %.2f s", self.name, bucket,

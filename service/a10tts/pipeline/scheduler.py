@@ -13,8 +13,8 @@ segment ends. Each ``step``:
    same tokens alone or in any batch.
 
 With ``stream_buffer_seconds``, streaming requests past their first chunk
-(``LMRequest.first_chunk_tokens``) run just in time and sit out the steps in between
-(``pacing.StreamPacer``): the GPU time the LM leaves goes to the decode stage, which shares the
+(``LMRequest.first_chunk_tokens``) run just in time and sit out the steps in between, and with
+``stream_first_chunk_hold`` they pause right after it (``pacing.StreamPacer``): the GPU time the LM leaves goes to the decode stage, which shares the
 GPU. A step with no runnable request is not taken (``next_step_in`` says when one will be).
 
 Stop tokens are refused before a segment's minimum length; a segment ends on a stop token or
@@ -49,6 +49,7 @@ class SchedulerLimits:
     prefill_token_budget: int
     schedule_interval_steps: int
     stream_buffer_seconds: float = 0.0  # 0: streaming requests run as fast as they can
+    stream_first_chunk_hold: float = 0.0  # seconds
 
     @classmethod
     def from_config(cls, config: Config) -> SchedulerLimits:
@@ -58,6 +59,7 @@ class SchedulerLimits:
             prefill_token_budget=config.llm.prefill_token_budget,
             schedule_interval_steps=config.llm.schedule_interval_steps,
             stream_buffer_seconds=config.llm.stream_buffer_seconds,
+            stream_first_chunk_hold=config.llm.stream_first_chunk_hold_ms / 1000,
         )
 
 
@@ -113,7 +115,7 @@ class Scheduler:
         self.cache = cache
         self.limits = limits
         self.clock = clock
-        self.pacer = StreamPacer(limits.stream_buffer_seconds)
+        self.pacer = StreamPacer(limits.stream_buffer_seconds, limits.stream_first_chunk_hold)
         self.waiting: deque[LMRequest] = deque()
         self.running: dict[str, LMRequest] = {}
         self._steps_since_admission = 0

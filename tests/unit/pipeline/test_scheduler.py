@@ -282,3 +282,27 @@ def test_a_paced_request_does_not_hold_back_admission(model: CosyVoice2LM) -> No
     scheduler.add(make_request("new", num_tokens=3))
     assert scheduler.next_step_in() == 0
     assert [r.request_id for r in scheduler.step().started] == ["new"]  # not 1000 steps later
+
+
+def test_a_streaming_request_pauses_after_its_first_chunk(model: CosyVoice2LM) -> None:
+    clock = FakeClock()
+    limits = SchedulerLimits(8, 16, 4096, 1, stream_first_chunk_hold=0.25)
+    scheduler = Scheduler(model, model.new_kv_cache(num_slots=8, capacity=256), limits, clock=clock)
+    scheduler.add(streaming_request("s"))
+    while scheduler.next_step_in() == 0:
+        scheduler.step()
+    assert scheduler.running["s"].emitted == 25  # its first chunk, then the pause
+    assert scheduler.next_step_in() == pytest.approx(0.25)
+    assert not scheduler.step().outputs
+    clock.now += 0.25
+    assert sum(len(out.tokens) for out in run(scheduler)["s"]) == 80 - 25  # then unpaced to the end
+
+
+def test_a_paused_request_joins_the_steps_taken_for_others(model: CosyVoice2LM) -> None:
+    clock = FakeClock()
+    limits = SchedulerLimits(8, 16, 4096, 1, stream_first_chunk_hold=0.25)
+    scheduler = Scheduler(model, model.new_kv_cache(num_slots=8, capacity=256), limits, clock=clock)
+    scheduler.add(streaming_request("s", num_tokens=40))
+    scheduler.add(make_request("b", num_tokens=40))  # not streaming: its steps are taken anyway
+    outputs = run(scheduler)
+    assert sum(len(out.tokens) for out in outputs["s"]) == 40  # all within the pause: no clock moved
