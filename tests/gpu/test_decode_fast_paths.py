@@ -102,9 +102,9 @@ def test_compiled_graph_decode_equals_eager() -> None:
 
 
 def test_graph_prefill_equals_eager_and_golden() -> None:
-    """One prompt padded up to its bucket prefills what the eager path does, leaves the same keys
-    and values for the prompt, and the decode steps after it agree; a second prefill into a
-    slot that holds tokens and a batch of two fall back to the eager path."""
+    """A prompt padded up to its bucket prefills what the eager path does, leaves the same keys
+    and values for the prompt, and the decode steps after it agree; two prompts replay a graph
+    each; a second prefill into a slot that holds tokens and a batch of five run eagerly."""
     torch.backends.cuda.matmul.allow_tf32 = False
     case = load_file(GOLDEN / "llm_case.safetensors")
     lm = ModelDir.open(GOLDEN / "tiny_model").load("llm", "cuda", torch.float32)
@@ -112,7 +112,7 @@ def test_graph_prefill_equals_eager_and_golden() -> None:
     targets = case["target_speech_token"].tolist()
 
     def run(graphs: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        cache = lm.new_kv_cache(num_slots=3, capacity=192)
+        cache = lm.new_kv_cache(num_slots=8, capacity=192)
         lm.disable_cuda_graphs()
         if graphs:
             lm.enable_cuda_graphs(cache, max_batch_size=2, max_prefill_tokens=192)
@@ -122,11 +122,12 @@ def test_graph_prefill_equals_eager_and_golden() -> None:
         for token in targets[:-1]:
             steps.append(lm.decode_step(cache, [slot], [token]))
         pair = lm.prefill(cache, [cache.allocate(), cache.allocate()], [embeds, embeds[:9]])
+        five = lm.prefill(cache, [cache.allocate() for _ in range(5)], [embeds[i:] for i in range(5)])
         steps.append(lm.prefill(cache, [slot], [embeds[:5]]))  # a slot holding tokens: eager
         length = cache.length(slot)
         kv = torch.stack([cache.keys[:, slot, :length], cache.values[:, slot, :length]])
         lm.disable_cuda_graphs()
-        return torch.cat(steps).cpu(), pair.cpu(), kv.cpu()
+        return torch.cat(steps).cpu(), torch.cat([pair, five]).cpu(), kv.cpu()
 
     with torch.inference_mode():
         eager, graphed = run(False), run(True)

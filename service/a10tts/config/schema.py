@@ -92,8 +92,9 @@ class LLMConfig(Section):
     )
     cuda_graph_max_prefill_tokens: int = Field(
         1024, ge=0, le=32768,
-        description="Longest prompt (text + prompt speech tokens) that prefills alone from CUDA graphs, padded "
-        "to a multiple of 64 tokens; longer ones and batches of prompts run eagerly; 0 = always eagerly.",
+        description="Longest prompt (text + prompt speech tokens) that prefills from a CUDA graph, padded to a "
+        "multiple of 64 tokens, one graph per prompt up to 4 per step; longer ones and larger batches run "
+        "eagerly; 0 = always eagerly.",
     )
 
 

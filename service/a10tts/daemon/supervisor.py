@@ -244,13 +244,15 @@ class Supervisor:
             self._fail(1, f"{child.name} died {self.restarts.recent(child.key)} times in "
                           f"{self.restarts.window_s:.0f} s (last: {reason}); giving up so systemd restarts the service")
             return
-        log.info("restarting %s in %.1f s", child.name, delay)
+        # Logged when it happens: a child that died of the signal that is stopping the service
+        # (Ctrl-C reaches the whole process group) is not restarted.
         self._pending_restarts[child.key] = asyncio.get_running_loop().call_later(
             delay, self._restart, child.spec, child.restarts + 1)
 
     def _restart(self, spec: StageSpec, restarts: int) -> None:
         del self._pending_restarts[(spec.stage, spec.index)]
         if not self._stop.is_set():
+            log.info("restarting %s (restart %d)", spec.name, restarts)
             self.pool.start(spec, restarts=restarts)
             self.publish()
 

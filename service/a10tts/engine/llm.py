@@ -165,10 +165,9 @@ class CosyVoice2LM(nn.Module):
         """Run new requests' prompts (ragged) into their slots; fp32 log-probs ``[B, vocab]``
         of each request's first speech token."""
         graphs = self._prefill_graphs
-        if graphs is not None and graphs.cache is cache:
-            bucket = graphs.bucket(slots, prompt_embeds)
-            if bucket is not None:
-                return graphs.prefill(bucket, slots[0], prompt_embeds[0])
+        buckets = graphs.buckets_for(slots, prompt_embeds) if graphs is not None and graphs.cache is cache else None
+        if buckets is not None:
+            return torch.cat([graphs.prefill(*args) for args in zip(buckets, slots, prompt_embeds)])
         batch = cache.reserve(slots, [len(embeds) for embeds in prompt_embeds])
         return self.prefill_logp(torch.cat(list(prompt_embeds)), batch, cache)
 
