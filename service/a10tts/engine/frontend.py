@@ -112,10 +112,13 @@ class Frontend:
         token_mel_ratio: int,
         limits: FrontendLimits = FrontendLimits(),
         device: torch.device | str = "cpu",
+        output_device: torch.device | str | None = None,
         intra_op_threads: int = 1,
     ) -> Frontend:
         """Load tokenizer and ONNX models of an official CosyVoice2 directory (``token_mel_ratio``
-        comes from its yaml). CAM++ is small and stays on CPU, as upstream runs it."""
+        comes from its yaml). The speech tokenizer runs on ``device``; CAM++ is small and stays on
+        CPU, as upstream runs it. The ids and features returned live on ``output_device``
+        (default: ``device``)."""
         model_dir = Path(model_dir)
         return cls(
             TextTokenizer.from_dir(model_dir / "CosyVoice-BlankEN"),
@@ -123,7 +126,7 @@ class Frontend:
             SpeakerEncoder(model_dir / "campplus.onnx", "cpu", intra_op_threads),
             token_mel_ratio=token_mel_ratio,
             limits=limits,
-            device=device,
+            device=device if output_device is None else output_device,
         )
 
     # --- text -------------------------------------------------------------------------------

@@ -151,6 +151,10 @@ def main(spec: StageSpec) -> None:
             max_text_chars=config.limits.max_text_chars, max_prompt_seconds=config.limits.max_prompt_seconds
         ),
         device=device,
+        # Its results go to other processes. Kept on the CPU, a request with a cached voice makes
+        # no GPU call here: each copy would wait for this process's turn on the GPU, which the
+        # driver time-slices with the LM and decode processes.
+        output_device="cpu",
     )
     encoder = RequestEncoder(frontend, PromptCache(config.encode.prompt_cache_capacity), VoiceRegistry(spec.state_dir))
     try:
