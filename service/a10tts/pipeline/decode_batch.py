@@ -244,28 +244,30 @@ class DecodeBatcher:
             if rows:
                 mel, mel_len = self._flow([requests[i] for i in rows], [chunks[i] for i in rows],
                                           prefix if group else None)
-                for j, i in enumerate(rows):
-                    flow_mels[i] = mel[j, :, : int(mel_len[j])]
+                for j, (i, frames) in enumerate(zip(rows, mel_len.tolist())):  # one host sync, not one per row
+                    flow_mels[i] = mel[j, :, :frames]
         mels = []
         for request, chunk, mel in zip(requests, chunks, flow_mels):
             new = vocoder_input(mel.float(), chunk, request.cache, self.flow.token_mel_ratio)
             if request.speed != 1.0:  # non-streaming only: stretch the mel, as upstream
                 new = F.interpolate(new[None], size=int(new.shape[1] / request.speed), mode="linear")[0]
             mels.append(new)
-        frames = torch.tensor([m.shape[1] for m in mels], device=device)
+        frames = [m.shape[1] for m in mels]
         hift_mel = pad_sequence([m.T for m in mels], batch_first=True).transpose(1, 2)
         no_cache = torch.zeros(1, 0, device=device)
         speech, source = self.hift.inference(
             hift_mel,
-            frames,
+            torch.tensor(frames, device=device),
             cache_source=[no_cache if r.cache.source is None else r.cache.source for r in requests],
             generator=[r.generator for r in requests],
         )
         out = []
         for row, (request, chunk, new) in enumerate(zip(requests, chunks, mels)):
-            n = int(frames[row]) * self.hift.samples_per_frame
-            out.append(join_chunk(speech[row, :n], source[row, :, :n], new, chunk, request.cache).cpu())
-        return out
+            n = frames[row] * self.hift.samples_per_frame
+            out.append(join_chunk(speech[row, :n], source[row, :, :n], new, chunk, request.cache))
+        # One copy to the host for the batch: each copy waits for the GPU, which the driver
+        # time-slices between this process and the LM's.
+        return list(torch.cat(out).cpu().split([len(wave) for wave in out]))
 
     def _shared_prefix(self, requests: list[DecodeRequest], chunks: list[Chunk]) -> tuple[bytes, FlowPrefix | None]:
         """Of the voices with a flow prefix, the one with the most streamed chunks in the batch, and
