@@ -203,7 +203,7 @@ class CosyVoice2LM(nn.Module):
     ) -> None:
         """Capture decode steps over `cache` for batches up to `max_batch_size` (CUDA only);
         `compile` fuses the step with torch.compile first (slower start-up, faster steps).
-        Single prompts of up to `max_prefill_tokens` tokens prefill from graphs too."""
+        Prompts of up to `max_prefill_tokens` tokens into empty slots prefill from graphs too."""
         self._graphs = DecodeGraphs(self, cache, max_batch_size, compile=compile)
         if max_prefill_tokens >= PREFILL_BUCKET_TOKENS:
             self._prefill_graphs = PrefillGraphs(self, cache, max_prefill_tokens)

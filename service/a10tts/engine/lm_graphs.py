@@ -85,10 +85,16 @@ class DecodeGraphs:
         return next((b for b in self.buckets if b >= size), None)
 
     def _replay(self, bucket: int, slots: Sequence[int], tokens: Sequence[int] | Tensor,
-                too_short: Sequence[bool] = ()) -> tuple[Tensor, Tensor]:
+                too_short: Sequence[bool] = (), sampling: tuple[Tensor, Tensor] | None = None,
+                ) -> tuple[Tensor, Tensor]:
+        """One replay; ``sampling``: the rows' recent-token windows and uniforms, for ``step_and_sample``."""
         size = len(slots)
         starts = self.cache.advance(slots, [1] * size)
         self._copied.synchronize()  # the previous step's copies have left the pinned buffers
+        if sampling is not None:
+            self._host_recent[:size], self._host_uniforms[:size] = sampling
+            self._recent[:size].copy_(self._host_recent[:size], non_blocking=True)
+            self._uniforms[:size].copy_(self._host_uniforms[:size], non_blocking=True)
         host = self._host[:, :bucket]
         host[0, :size] = torch.as_tensor(tokens, dtype=torch.long)
         host[1, :size] = torch.as_tensor(slots, dtype=torch.long)
@@ -116,12 +122,8 @@ class DecodeGraphs:
         bucket = self._bucket(size)
         if bucket is None:
             return self.lm.sample(self.step(slots, tokens), histories, generators, too_short)
-        self._copied.synchronize()
-        self._host_recent[:size] = recent_tokens(histories, self.lm.sampling.win_size)
-        self._host_uniforms[:size] = draw_uniforms(generators)
-        self._recent[:size].copy_(self._host_recent[:size], non_blocking=True)
-        self._uniforms[:size].copy_(self._host_uniforms[:size], non_blocking=True)
-        return self._replay(bucket, slots, tokens, too_short)[1].tolist()
+        sampling = recent_tokens(histories, self.lm.sampling.win_size), draw_uniforms(generators)
+        return self._replay(bucket, slots, tokens, too_short, sampling)[1].tolist()
 
 
 # A prefill graph replays in ~4-5 ms on an H100 (190 to 500 tokens), an eager prefill of a batch

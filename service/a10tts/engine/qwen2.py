@@ -1,8 +1,9 @@
 """Qwen2 decoder, the text LM inside CosyVoice2, written for slot-based KV-cache serving.
 
 State-dict keys follow Hugging Face's ``Qwen2ForCausalLM`` so that upstream checkpoints load
-strictly (q/k/v and gate/up run as one GEMM each, under the separate keys: ``fused_linear``). Tokens travel packed as ``[num_tokens, hidden]`` and a ``CacheBatch`` gives each its
-slot and position, so one forward pass serves a ragged prefill and a decode step alike.
+strictly (q/k/v and gate/up run as one GEMM each, under the separate keys: ``fused_linear``).
+Tokens travel packed as ``[num_tokens, hidden]`` and a ``CacheBatch`` gives each its slot and
+position, so one forward pass serves a ragged prefill and a decode step alike.
 """
 
 from __future__ import annotations

@@ -9,13 +9,14 @@ segment ends. Each ``step``:
    the ``prefill_token_budget`` (a request longer than the budget is admitted alone);
 2. prefills the prompts of admitted requests and of running ones starting their next segment
    (one ragged batch), and feeds every other running request its last token (one decode batch);
-3. samples one token per row (decode rows in the decode step's CUDA graph) with the request's own generator, so a seeded request gives the
-   same tokens alone or in any batch.
+3. samples one token per row (decode rows in the decode step's CUDA graph) with the request's
+   own generator, so a seeded request gives the same tokens alone or in any batch.
 
 With ``stream_buffer_seconds``, streaming requests past their first chunk
 (``LMRequest.first_chunk_tokens``) run just in time and sit out the steps in between, and with
-``stream_first_chunk_hold`` they pause right after it (``pacing.StreamPacer``): the GPU time the LM leaves goes to the decode stage, which shares the
-GPU. A step with no runnable request is not taken (``next_step_in`` says when one will be).
+``stream_first_chunk_hold`` they pause right after it (``pacing.StreamPacer``): the GPU time the
+LM leaves goes to the decode stage, which shares the GPU. A step with no runnable request is not
+taken (``next_step_in`` says when one will be).
 
 Stop tokens are refused before a segment's minimum length; a segment ends on a stop token or
 at its maximum (``num_tokens``, when given, fixes both). A segment's prompt plus its tokens must

@@ -140,3 +140,25 @@ def test_in_llm_process_takes_a_boolean_only(config_dir: Path, state_dir: Path) 
         load_config(d, env={}, overrides=["decode.in_llm_process=sometimes"])
     assert [p.key for p in info.value.problems] == ["decode.in_llm_process"]
     assert "boolean" in str(info.value)
+
+
+@pytest.mark.parametrize(("key", "bad", "why"), [
+    ("llm.stream_buffer_seconds", "-0.5", "greater than or equal to 0"),
+    ("llm.stream_buffer_seconds", "61", "less than or equal to 60"),
+    ("llm.stream_first_chunk_hold_ms", "-1", "greater than or equal to 0"),
+    ("llm.cuda_graph_max_prefill_tokens", "-64", "greater than or equal to 0"),
+    ("llm.cuda_graph_max_prefill_tokens", "many", "valid integer"),
+])
+def test_the_lm_speed_keys_refuse_bad_values_by_name(config_dir: Path, state_dir: Path, key: str, bad: str,
+                                                     why: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(dirs(config_dir, state_dir), env={}, overrides=[f"{key}={bad}"])
+    assert [p.key for p in info.value.problems] == [key]
+    assert why in str(info.value)
+
+
+def test_the_retired_stream_pace_key_is_named_unknown(config_dir: Path, state_dir: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(dirs(config_dir, state_dir), env={}, overrides=["llm.stream_pace=4"])
+    assert [p.key for p in info.value.problems] == ["llm.stream_pace"]
+    assert "unknown key" in str(info.value) and "stream_buffer_seconds" in str(info.value)
