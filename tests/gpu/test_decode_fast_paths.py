@@ -1,4 +1,4 @@
-"""The Triton decode kernel and CUDA-graph decode steps compute what the eager path does."""
+"""The Triton kernels and CUDA-graph decode steps compute what the eager path does."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from a10tts.engine.flow.attention import ChunkMask, DenseMask
 from a10tts.engine.kernels.decode_attention import decode_attention, decode_attention_reference
 from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm
 from a10tts.engine.model_dir import ModelDir
@@ -53,6 +54,25 @@ def test_triton_layer_norm_matches_torch(dtype, tol, width) -> None:
         assert (plain.float() - norm(x).float()).abs().max().item() < tol
         transposed = x.transpose(0, 1)  # not contiguous: normalized all the same
         assert (layer_norm(transposed, norm).float() - norm(transposed).float()).abs().max().item() < tol
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
+@pytest.mark.parametrize("prefix_frames", [0, 100])
+def test_chunk_attention_matches_sdpa_with_the_dense_mask(dtype, tol, prefix_frames) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    g = torch.Generator(device="cuda").manual_seed(prefix_frames)
+    batch, heads, frames, head_dim = 6, 8, 130, 64
+    shapes = [(batch, heads, frames, head_dim)] + [(batch, heads, prefix_frames + frames, head_dim)] * 2
+    q, k, v = (torch.randn(shape, device="cuda", generator=g).to(dtype) for shape in shapes)
+    lengths = torch.tensor([130, 1, 63, 64, 101, 130], device="cuda")  # block edges, a one-frame padding row
+    valid = torch.arange(frames, device="cuda") < lengths[:, None]
+    valid[5, 40:45] = False  # not a length mask: keys are still checked one by one
+    for streaming in (torch.tensor([True, False, True, True, False, True], device="cuda"), False, True):
+        expected = DenseMask(valid, 50, streaming, prefix_frames, torch.float32).attend(q.float(), k.float(), v.float())
+        out = ChunkMask(valid, 50, streaming).attend(q, k, v)
+        assert out.dtype == dtype and torch.isfinite(out).all()
+        err = ((out.float() - expected).norm() / expected.norm()).item()
+        assert err < tol, (streaming, err)
 
 
 def test_graph_decode_equals_eager_and_golden() -> None:

@@ -4,7 +4,9 @@
 (ESPnet "rel_selfattn" with the "rel_pos_espnet" encoding); ``SelfAttention`` is the plain
 multi-head attention of the estimator's transformer blocks (diffusers' state-dict keys).
 Both run on ``scaled_dot_product_attention`` so CUDA picks a fused kernel whose softmax
-accumulates in fp32 even for half-precision inputs.
+accumulates in fp32 even for half-precision inputs; on a GPU in half precision the estimator's
+runs on ``kernels/chunk_attention.py`` instead, which computes its mask as it goes
+(``estimator_mask``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from a10tts.engine.flow.masks import attention_mask
 from a10tts.engine.flow.prefix import LayerPrefix
 from a10tts.engine.fused_linear import fuse_linears
+from a10tts.engine.kernels.chunk_attention import chunk_attention, chunk_attention_usable
 
 
 def relative_position_encoding(
@@ -94,13 +98,59 @@ class SelfAttention(nn.Module):
         self.to_qkv = fuse_linears(self, "to_qkv", dim, {"to_q": inner, "to_k": inner, "to_v": inner}, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])  # key "to_out.0", as in diffusers
 
-    def forward(self, x: Tensor, mask: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
-        """x ``[B, T, D]``, mask ``[B, 1|T, P+T]``: bool, or an additive bias in x's dtype (0 where
-        a key is visible, -inf where not); ``P``: the frames of ``prefix``, if any."""
+    def forward(self, x: Tensor, mask: DenseMask | ChunkMask, prefix: LayerPrefix | None = None) -> Tensor:
+        """x ``[B, T, D]``; mask: which keys each query sees (``estimator_mask``), counting the
+        frames of ``prefix``, if any, in front of x's."""
         batch, length, _ = x.shape
         heads = (batch, length, self.num_heads, self.head_dim)
         q, k, v = (part.view(heads).transpose(1, 2) for part in self.to_qkv.split(x))
         if prefix is not None:
             k, v = prefix.keys_values(k, v)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))
+        out = mask.attend(q, k, v)
         return self.to_out[0](out.transpose(1, 2).reshape(batch, length, -1))
+
+
+def estimator_mask(valid: Tensor, chunk_size: int, streaming: bool | Tensor, prefix_frames: int,
+                   like: Tensor, head_dim: int) -> DenseMask | ChunkMask:
+    """``attention_mask(valid, chunk_size, streaming)`` after ``prefix_frames`` frames that every
+    query sees, built once per estimator call for its attention layers, whose activations are
+    like ``like``: for the kernel where it runs, else for SDPA."""
+    if chunk_attention_usable(like, head_dim):
+        return ChunkMask(valid, chunk_size, streaming)
+    return DenseMask(valid, chunk_size, streaming, prefix_frames, like.dtype)
+
+
+class DenseMask:
+    """The mask as SDPA's additive bias ``[B, 1|T, P+T]``: 0 where a key is visible, -inf where
+    not. Made once: SDPA would turn a bool mask into a bias in each of the 56 layers."""
+
+    def __init__(self, valid: Tensor, chunk_size: int, streaming: bool | Tensor, prefix_frames: int,
+                 dtype: torch.dtype) -> None:
+        visible = attention_mask(valid, chunk_size, streaming)
+        if prefix_frames:
+            batch, frames = valid.shape
+            visible = torch.cat([visible.new_ones(batch, frames, prefix_frames),
+                                 visible.expand(-1, frames, -1)], dim=2)
+        self.bias = torch.zeros_like(visible, dtype=dtype).masked_fill_(~visible, float("-inf"))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias.unsqueeze(1))
+
+
+class ChunkMask:
+    """The mask as ``chunk_attention``'s per-row arguments; no host sync, so CUDA graphs can
+    capture it."""
+
+    def __init__(self, valid: Tensor, chunk_size: int, streaming: bool | Tensor) -> None:
+        batch, frames = valid.shape
+        self.chunk_size = chunk_size
+        self.valid = valid.to(torch.int8)
+        positions = torch.arange(1, frames + 1, device=valid.device, dtype=torch.int32)
+        self.key_end = (self.valid * positions).amax(1).to(torch.int32)  # one past each row's last valid key
+        if isinstance(streaming, Tensor):
+            self.streaming = streaming.to(device=valid.device, dtype=torch.int32).expand(batch).contiguous()
+        else:
+            self.streaming = torch.full((batch,), int(streaming), dtype=torch.int32, device=valid.device)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return chunk_attention(q, k, v, self.valid, self.key_end, self.streaming, self.chunk_size)

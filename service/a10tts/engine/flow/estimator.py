@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from a10tts.engine.hparams import check_supported, require
-from a10tts.engine.flow.attention import SelfAttention
-from a10tts.engine.flow.masks import attention_mask
+from a10tts.engine.flow.attention import ChunkMask, DenseMask, SelfAttention, estimator_mask
 from a10tts.engine.flow.prefix import LayerPrefix
 from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm
 
@@ -132,7 +131,7 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = GeluFeedForward(dim, 4 * dim)
 
-    def forward(self, x: Tensor, mask: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: DenseMask | ChunkMask, prefix: LayerPrefix | None = None) -> Tensor:
         x, h = add_layer_norm(x, self.attn1(layer_norm(x, self.norm1), mask, prefix), self.norm3)
         return x + self.ff(h)
 
@@ -174,6 +173,7 @@ class CausalConditionalDecoder(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.static_chunk_size = static_chunk_size
+        self.head_dim = attention_head_dim
         self.time_mlp = TimestepMLP(in_channels, time_dim)
         stage = dict(
             width=width, time_dim=time_dim, n_blocks=n_blocks, num_heads=num_heads,
@@ -228,28 +228,21 @@ class CausalConditionalDecoder(nn.Module):
         frames_last = [x.transpose(1, 2), mu.transpose(1, 2), spks.unsqueeze(1).expand(-1, x.size(-1), -1),
                        cond.transpose(1, 2)]
         h = torch.cat(frames_last, dim=2)  # [B, T, C]
-        attn_mask = attention_mask(mask.squeeze(1) > 0, self.static_chunk_size, streaming)
-        if prefix is not None and prefix.frames:  # all of it: it ends on a chunk boundary
-            batch, frames = x.size(0), x.size(-1)
-            attn_mask = torch.cat([attn_mask.new_ones(batch, frames, prefix.frames),
-                                   attn_mask.expand(-1, frames, -1)], dim=2)
-        # SDPA would turn a bool mask into an additive bias in each of the 56 attention layers
-        # (1 ms of a loaded Euler step's 21 on an H100): turn it once here
-        attn_bias = torch.zeros_like(attn_mask, dtype=x.dtype).masked_fill_(~attn_mask, float("-inf"))
-
+        attn_mask = estimator_mask(mask.squeeze(1) > 0, self.static_chunk_size, streaming,
+                                   prefix.frames if prefix is not None else 0, h, self.head_dim)
         mask = mask.transpose(1, 2)  # [B, T, 1]
         resnet, blocks, conv = self.down_blocks[0]
-        skip = self._attend(resnet(h, mask, time_emb, prefix), blocks, attn_bias, prefix)
+        skip = self._attend(resnet(h, mask, time_emb, prefix), blocks, attn_mask, prefix)
         h = conv(skip * mask, prefix)
         for resnet, blocks in self.mid_blocks:
-            h = self._attend(resnet(h, mask, time_emb, prefix), blocks, attn_bias, prefix)
+            h = self._attend(resnet(h, mask, time_emb, prefix), blocks, attn_mask, prefix)
         resnet, blocks, conv = self.up_blocks[0]
-        h = self._attend(resnet(torch.cat([h, skip], dim=2), mask, time_emb, prefix), blocks, attn_bias, prefix)
+        h = self._attend(resnet(torch.cat([h, skip], dim=2), mask, time_emb, prefix), blocks, attn_mask, prefix)
         h = self.final_block(conv(h * mask, prefix), mask, prefix)
         return (self.final_proj(h * mask) * mask).transpose(1, 2)
 
     @staticmethod
-    def _attend(h: Tensor, blocks: nn.ModuleList, attn_bias: Tensor, prefix: LayerPrefix | None) -> Tensor:
+    def _attend(h: Tensor, blocks: nn.ModuleList, attn_mask: DenseMask | ChunkMask, prefix: LayerPrefix | None) -> Tensor:
         for block in blocks:
-            h = block(h, attn_bias, prefix)
+            h = block(h, attn_mask, prefix)
         return h

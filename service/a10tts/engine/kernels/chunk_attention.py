@@ -1,0 +1,110 @@
+"""The flow estimator's self-attention with its masks computed in the kernel (Triton).
+
+Each query sees the keys of a voice prefix (if any), then the call's own frames that are valid,
+and for a streaming row only those before the end of the query's chunk. SDPA needed that as a
+dense additive bias: at a loaded Euler step (32 requests x 650 frames, the CFG batch of 64) it
+read a [64, 650, 650] bias for each of the 56 layers and ran over every masked block; attention
+was 38 % of the step on an H100. Here each program stops its loop over keys where the last
+query of its block stops seeing them (the row's last valid frame, or its chunk's end), and reads
+only a per-key valid flag. Online softmax in fp32, as SDPA's fused kernels do.
+
+Off CUDA, in fp32, while tracing for ONNX or compiling, callers use SDPA with the dense mask.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: SDPA serves
+    triton = None
+
+# 64 x 64 blocks, 4 warps, 2 stages: the fastest of ten configurations on an H100 at the
+# served shapes (benchmarks/flow_profile.py prints this kernel's time)
+_BLOCK_M = 64
+_BLOCK_N = 64
+
+
+def chunk_attention_usable(x: Tensor, head_dim: int) -> bool:
+    """Whether ``chunk_attention`` can run on tensors like ``x``."""
+    return (triton is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+            and head_dim in (16, 32, 64, 128) and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+
+
+def chunk_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, key_end: Tensor, streaming: Tensor,
+                    chunk_size: int) -> Tensor:
+    """Softmax attention of q ``[B, H, T, d]`` over k, v ``[B, H, P + T, d]``, whose first ``P``
+    frames (a prefix) every query sees.
+
+    Of the other keys, query i of row b sees key j when ``valid[b, j]`` (``[B, T]`` int8) and,
+    if ``streaming[b]`` (``[B]`` int32) and ``chunk_size > 0``, ``j < (i // chunk_size + 1) *
+    chunk_size``. ``key_end`` (``[B]`` int32) is one past each row's last valid key: no key at or
+    after it is read. Returns ``[B, H, T, d]`` laid out as ``[B, T, H, d]`` (as SDPA's are), so
+    that joining the heads is a view, not a copy. A query that sees no key gets zeros.
+    """
+    batch, heads, frames, head_dim = q.shape
+    out = torch.empty(batch, frames, heads, head_dim, dtype=q.dtype, device=q.device).transpose(1, 2)
+    grid = (triton.cdiv(frames, _BLOCK_M), batch * heads)
+    _chunk_attention_kernel[grid](
+        q, k, v, valid, key_end, streaming, out, head_dim ** -0.5,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        heads, frames, k.size(2) - frames, chunk_size if chunk_size > 0 else frames,
+        HEAD_DIM=head_dim, BLOCK_M=_BLOCK_M, BLOCK_N=_BLOCK_N, num_warps=4, num_stages=2,
+    )
+    return out
+
+
+if triton is not None:
+
+    @triton.jit
+    def _chunk_attention_kernel(
+        Q, K, V, Valid, KeyEnd, Streaming, Out, scale,
+        sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sob, soh, sot, sod,
+        heads, frames, prefix, chunk,
+        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    ):
+        block = tl.program_id(0)
+        row = tl.program_id(1) // heads
+        head = tl.program_id(1) % heads
+        i = block * BLOCK_M + tl.arange(0, BLOCK_M)
+        d = tl.arange(0, HEAD_DIM)
+        q = tl.load(Q + row * sqb + head * sqh + i[:, None] * sqt + d[None, :] * sqd,
+                    mask=(i < frames)[:, None], other=0.0)
+        scale = scale.to(tl.float32) * 1.4426950408889634  # log2(e) folded in: exp2 below
+
+        # The last key any query of this block sees, in the call's own frames
+        streaming = tl.load(Streaming + row) != 0
+        last_query = tl.minimum(block * BLOCK_M + BLOCK_M, frames) - 1
+        end = tl.load(KeyEnd + row)
+        if streaming:
+            end = tl.minimum(end, (last_query // chunk + 1) * chunk)
+        sees_until = tl.where(streaming, (i // chunk + 1) * chunk, frames)  # per query, own frames
+
+        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        total = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        k_base = K + row * skb + head * skh
+        v_base = V + row * svb + head * svh
+        for start in range(0, prefix + end, BLOCK_N):
+            n = start + tl.arange(0, BLOCK_N)
+            own = n - prefix  # index among the call's own frames; negative in the prefix
+            inside = n < prefix + end
+            k = tl.load(k_base + n[None, :] * skt + d[:, None] * skd, mask=inside[None, :], other=0.0)
+            s = tl.dot(q, k) * scale
+            key_valid = tl.load(Valid + row * frames + own, mask=inside & (own >= 0), other=0) != 0
+            visible = (n < prefix)[None, :] | (key_valid[None, :] & (own[None, :] < sees_until[:, None]))
+            s = tl.where(visible & inside[None, :], s, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no key seen yet: keep exp2 finite
+            p = tl.math.exp2(s - m_safe[:, None])
+            alpha = tl.math.exp2(m - m_safe)
+            v = tl.load(v_base + n[:, None] * svt + d[None, :] * svd, mask=inside[:, None], other=0.0)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            total = total * alpha + tl.sum(p, 1)
+            m = m_new
+        out = acc / tl.where(total == 0.0, 1.0, total)[:, None]
+        tl.store(Out + row * sob + head * soh + i[:, None] * sot + d[None, :] * sod, out.to(Out.dtype.element_ty),
+                 mask=(i < frames)[:, None])
