@@ -3,8 +3,8 @@
 Prints the step's kernel time by kind (GEMMs, attention, convolutions, the rest: norms,
 activations, copies) from the torch profiler, the replayed CUDA graph's time for the same step
 (the gap to the kernel sum is launch and idle time inside the graph), the costliest kernels,
-and one attention layer with a bool mask, with an additive bias, with no mask (SDPA), and on
-``kernels/chunk_attention.py``, which the step uses.
+and one attention layer on SDPA with a bool mask, with an additive bias, and with no mask (the
+step itself runs ``kernels/chunk_attention.py``: ``chunk_attention.py`` here times it).
 Run on the GPU machine: `python benchmarks/flow_profile.py --batch 16 --frames 450`.
 """
 
@@ -21,7 +21,6 @@ from torch.profiler import ProfilerActivity, profile
 from a10tts.engine.cuda_graphs import FlowGraphs
 from a10tts.engine.demo import demo_yaml
 from a10tts.engine.flow import FlowModel
-from a10tts.engine.flow.attention import ChunkMask
 from a10tts.engine.hparams import parse_hparams
 from timing import median_ms  # benchmarks/timing.py, beside this script
 
@@ -94,11 +93,9 @@ def main() -> None:
         q = torch.randn(2 * b, heads, t, head_dim, dtype=torch.half)
         chunk = ((torch.arange(t) // 50).unsqueeze(1) >= (torch.arange(t) // 50).unsqueeze(0)).expand(2 * b, 1, t, t)
         bias = torch.zeros(chunk.shape, dtype=torch.half).masked_fill_(~chunk, float("-inf"))
-        kernel = ChunkMask(torch.ones(2 * b, t, dtype=torch.bool), 50, True)
     attention = {"bool mask": median_ms(lambda: F.scaled_dot_product_attention(q, q, q, attn_mask=chunk)),
                  "additive bias": median_ms(lambda: F.scaled_dot_product_attention(q, q, q, attn_mask=bias)),
-                 "no mask": median_ms(lambda: F.scaled_dot_product_attention(q, q, q)),
-                 "chunk_attention kernel": median_ms(lambda: kernel.attend(q, q, q))}
+                 "no mask": median_ms(lambda: F.scaled_dot_product_attention(q, q, q))}
     print(f"one chunk-causal attention [{2 * b}, {heads}, {t}, {head_dim}], ms: "
           + ", ".join(f"{name} {ms:.3f}" for name, ms in attention.items()))
 

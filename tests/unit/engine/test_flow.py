@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from a10tts.engine.flow import FlowModel
+from a10tts.engine.flow.attention import ChunkMask, DenseMask
 from a10tts.engine.flow.cfm import NOISE_FRAMES, fixed_noise
 from a10tts.engine.hparams import Node, load_hparams
 
@@ -429,3 +430,20 @@ def test_float16_stays_close_to_float32(
     reference = run_single(53, False, True)
     # fp16 rounds every op to ~5e-4 relative; observed 8e-4 over the 10 Euler steps.
     assert ((mel - reference).norm() / reference.norm()).item() < 5e-3
+
+
+def test_estimator_masks_describe_the_same_visibility() -> None:
+    """What the GPU kernel is given (``ChunkMask``) says what SDPA's dense bias says, on the CPU too."""
+    valid = torch.arange(120) < torch.tensor([120, 1, 64, 101])[:, None]
+    valid[0, 30:35] = False  # not a length mask
+    streaming = torch.tensor([True, False, True, False])
+    dense = DenseMask(valid, 50, streaming, 40, torch.float32).bias  # [B, T, 40 + T]
+    kernel = ChunkMask(valid, 50, streaming)
+    assert kernel.key_end.tolist() == [120, 1, 64, 101] and kernel.valid.dtype == torch.int8
+    assert kernel.streaming.tolist() == [1, 0, 1, 0]
+    assert ChunkMask(valid, 50, True).streaming.tolist() == [1, 1, 1, 1]
+    query, key = torch.arange(120)[:, None], torch.arange(120)[None, :]
+    for row in range(4):
+        sees = kernel.valid[row].bool()[None, :] & (~kernel.streaming[row].bool() | (key < (query // 50 + 1) * 50))
+        assert torch.equal(dense[row, :, 40:] == 0, sees)
+        assert (dense[row, :, :40] == 0).all()  # the prefix: seen by every query

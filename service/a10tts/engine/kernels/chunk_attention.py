@@ -13,6 +13,8 @@ Off CUDA, in fp32, while tracing for ONNX or compiling, callers use SDPA with th
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -22,10 +24,17 @@ try:
 except ImportError:  # CPU-only installs: SDPA serves
     triton = None
 
-# 64 x 64 blocks, 4 warps, 2 stages: the fastest of ten configurations on an H100 at the
-# served shapes (benchmarks/flow_profile.py prints this kernel's time)
-_BLOCK_M = 64
-_BLOCK_N = 64
+
+
+class LaunchConfig(NamedTuple):
+    block_m: int = 64  # queries per program
+    block_n: int = 64  # keys per loop step
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+# The fastest of ten configurations on an H100 at the served shapes (benchmarks/chunk_attention.py)
+DEFAULT_CONFIG = LaunchConfig()
 
 
 def chunk_attention_usable(x: Tensor, head_dim: int) -> bool:
@@ -35,7 +44,7 @@ def chunk_attention_usable(x: Tensor, head_dim: int) -> bool:
 
 
 def chunk_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, key_end: Tensor, streaming: Tensor,
-                    chunk_size: int) -> Tensor:
+                    chunk_size: int, config: LaunchConfig = DEFAULT_CONFIG) -> Tensor:
     """Softmax attention of q ``[B, H, T, d]`` over k, v ``[B, H, P + T, d]``, whose first ``P``
     frames (a prefix) every query sees.
 
@@ -47,12 +56,13 @@ def chunk_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, key_end: Ten
     """
     batch, heads, frames, head_dim = q.shape
     out = torch.empty(batch, frames, heads, head_dim, dtype=q.dtype, device=q.device).transpose(1, 2)
-    grid = (triton.cdiv(frames, _BLOCK_M), batch * heads)
+    grid = (triton.cdiv(frames, config.block_m), batch * heads)
     _chunk_attention_kernel[grid](
         q, k, v, valid, key_end, streaming, out, head_dim ** -0.5,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         heads, frames, k.size(2) - frames, chunk_size if chunk_size > 0 else frames,
-        HEAD_DIM=head_dim, BLOCK_M=_BLOCK_M, BLOCK_N=_BLOCK_N, num_warps=4, num_stages=2,
+        HEAD_DIM=head_dim, BLOCK_M=config.block_m, BLOCK_N=config.block_n, num_warps=config.num_warps,
+        num_stages=config.num_stages,
     )
     return out
 
