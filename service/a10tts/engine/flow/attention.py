@@ -144,7 +144,7 @@ class ChunkMask:
     def __init__(self, valid: Tensor, chunk_size: int, streaming: bool | Tensor) -> None:
         batch, frames = valid.shape
         self.chunk_size = chunk_size
-        self.valid = valid.to(torch.int8)
+        self.valid = valid.to(torch.int8).contiguous()  # the kernel reads it as [B, T] rows
         positions = torch.arange(1, frames + 1, device=valid.device, dtype=torch.int32)
         self.key_end = (self.valid * positions).amax(1).to(torch.int32)  # one past each row's last valid key
         if isinstance(streaming, Tensor):
