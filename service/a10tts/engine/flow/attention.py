@@ -5,7 +5,7 @@
 multi-head attention of the estimator's transformer blocks (diffusers' state-dict keys).
 Both run on ``scaled_dot_product_attention`` so CUDA picks a fused kernel whose softmax
 accumulates in fp32 even for half-precision inputs; on a GPU in half precision the estimator's
-runs on ``kernels/chunk_attention.py`` instead, which computes its mask as it goes
+attention runs on ``kernels/chunk_attention.py`` instead, which computes its mask as it goes
 (``estimator_mask``).
 """
 
@@ -114,7 +114,8 @@ def estimator_mask(valid: Tensor, chunk_size: int, streaming: bool | Tensor, pre
                    like: Tensor, head_dim: int) -> DenseMask | ChunkMask:
     """``attention_mask(valid, chunk_size, streaming)`` after ``prefix_frames`` frames that every
     query sees, built once per estimator call for its attention layers, whose activations are
-    like ``like``: for the kernel where it runs, else for SDPA."""
+    like ``like``: for the kernel where it runs, else for SDPA. A prefix is whole chunks, so the
+    call's chunks count from its own first frame."""
     if chunk_attention_usable(like, head_dim):
         return ChunkMask(valid, chunk_size, streaming)
     return DenseMask(valid, chunk_size, streaming, prefix_frames, like.dtype)
