@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,11 @@ CAPTURE_LOCK = threading.Lock()
 
 
 _FRAME_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
+
+
+def smallest_bucket(buckets: Sequence[int], size: int) -> int | None:
+    """The first of the ascending ``buckets`` that holds ``size``; None if none does."""
+    return next((bucket for bucket in buckets if bucket >= size), None)
 
 
 @functools.cache
@@ -77,7 +82,7 @@ class _BucketGraphs:
 
     def bucket(self, batch: int, frames: int) -> tuple[int, int] | None:
         """The (batch, frames) bucket of an input, or None where it runs eagerly."""
-        bucket_b = next((b for b in self.batch_buckets if b >= batch), None)
+        bucket_b = smallest_bucket(self.batch_buckets, batch)
         bucket_t = self._bucket_frames(frames)
         if bucket_b is None or frames < 1 or not self._in_bounds(bucket_b, bucket_t):
             return None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .cuda_graphs import CAPTURE_LOCK
+from .cuda_graphs import CAPTURE_LOCK, smallest_bucket
 from .kv_cache import CacheBatch, DecodeBatch, KVCache
 from .sampling import draw_uniforms, forbid_tokens_from, ras_sample, recent_tokens
 
@@ -81,9 +81,6 @@ class DecodeGraphs:
         allowed = forbid_tokens_from(logp, self.lm.speech_token_size, too_short.bool())
         return logp, ras_sample(allowed, self._recent[:size], self._uniforms[:size], self.lm.sampling)
 
-    def _bucket(self, size: int) -> int | None:
-        return next((b for b in self.buckets if b >= size), None)
-
     def _replay(self, bucket: int, slots: Sequence[int], tokens: Sequence[int] | Tensor,
                 too_short: Sequence[bool] = (), sampling: tuple[Tensor, Tensor] | None = None,
                 ) -> tuple[Tensor, Tensor]:
@@ -109,7 +106,7 @@ class DecodeGraphs:
 
     def step(self, slots: Sequence[int], tokens: Sequence[int] | Tensor) -> Tensor:
         """The decode step of `KVCache`-slots `slots`: fp32 log-probs ``[B, vocab]``."""
-        bucket = self._bucket(len(slots))
+        bucket = smallest_bucket(self.buckets, len(slots))
         if bucket is None:
             return self.lm.decode_logp(torch.as_tensor(tokens, device=self.cache.device),
                                        self.cache.reserve_decode(slots), self.cache)
@@ -119,7 +116,7 @@ class DecodeGraphs:
                         generators: Sequence[torch.Generator], too_short: Sequence[bool]) -> list[int]:
         """A decode step and the RAS sampling of its tokens (``CosyVoice2LM.sample``), one replay."""
         size = len(slots)
-        bucket = self._bucket(size)
+        bucket = smallest_bucket(self.buckets, size)
         if bucket is None:
             return self.lm.sample(self.step(slots, tokens), histories, generators, too_short)
         sampling = recent_tokens(histories, self.lm.sampling.win_size), draw_uniforms(generators)
@@ -173,7 +170,7 @@ class PrefillGraphs:
             return None  # eagerly: one batch, or KVCache.reserve's error for a repeated slot
         if any(self.cache.length(slot) for slot in slots):
             return None
-        buckets = [next((b for b in self.buckets if b >= len(embeds)), None) for embeds in prompt_embeds]
+        buckets = [smallest_bucket(self.buckets, len(embeds)) for embeds in prompt_embeds]
         return None if None in buckets else buckets
 
     def prefill(self, bucket: int, slot: int, embeds: Tensor) -> Tensor:
