@@ -22,6 +22,10 @@ import zmq
 log = logging.getLogger(__name__)
 
 LINGER_MS = 1000  # on close, give queued messages (last audio, failures) this long to leave
+# After a peer restarts, a PUSH socket sends nothing until it has reconnected (messages queued for
+# the dead peer flush first); zmq's default 100 ms let requests sent just after the new peer said
+# ready fail. Reconnect attempts to a local socket are cheap.
+RECONNECT_IVL_MS = 10
 
 
 class TensorMeta(msgspec.Struct, array_like=True, frozen=True):
@@ -118,6 +122,7 @@ class Outbox:
         if socket is None:
             socket = self._context.socket(zmq.PUSH)
             socket.setsockopt(zmq.LINGER, LINGER_MS)
+            socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
             socket.connect(endpoint)
             self._sockets[endpoint] = socket
         try:
