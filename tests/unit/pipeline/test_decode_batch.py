@@ -172,3 +172,42 @@ def test_the_most_urgent_requests_make_the_batch(models) -> None:
     assert order[-1] == "latecomer" and order[0] == min(
         ("streaming", "newcomer"), key=lambda rid: batcher.requests[rid].deadline)
     assert newcomer.deadline == pytest.approx(0.1 + newcomer.audio_seconds)  # its first chunk came at 0.1
+
+
+def test_a_frame_bound_passes_over_chunks_that_would_overflow_the_batch(models) -> None:
+    """Rows are padded to the longest: a long chunk that would take the batch past
+    ``max_batch_frames`` waits, and a shorter, less urgent one goes in its place."""
+    clock = FakeClock()
+    batcher = DecodeBatcher(*models, first_hop_tokens=FIRST_HOP, max_batch_size=4, max_batch_frames=150, clock=clock)
+    requests = {}
+    for at, (rid, tokens, stream) in enumerate([("short", 40, True), ("long", 80, False), ("short-later", 40, True)]):
+        clock.now = at / 10
+        case = make_case(rid, 15, [tokens], stream=stream)
+        requests[rid] = batcher.start(rid, 0, case.prompt, stream=stream, speed=1.0, num_segments=1, seed=1)
+        requests[rid].add(0, case.segments[0], finished=not stream)
+    assert [r.request_id for r in batcher.ready()] == ["short", "long", "short-later"]
+    frames = {rid: batcher.estimator_frames(r) for rid, r in requests.items()}
+    assert frames == {"short": 50, "long": 190, "short-later": 50}  # (15 + 13 - 3 look-ahead) x 2; (15 + 80) x 2
+
+    first, _ = batcher.step()
+    assert [a.request.request_id for a in first] == ["short", "short-later"]
+    second, _ = batcher.step()
+    assert [a.request.request_id for a in second][0] == "long"  # alone over the bound: the most urgent goes
+
+
+def test_estimator_frames_are_the_frames_the_flow_runs(models) -> None:
+    """All the prompt's and tokens' frames, less the look-ahead and, streamed, the voice's prefix."""
+    flow = models[0]
+    batcher = DecodeBatcher(*models, first_hop_tokens=FIRST_HOP, max_batch_size=4, prefix_budget_bytes=64 << 20)
+    for rid, stream in (("streamed", True), ("whole", False)):
+        case = make_case(rid, 57, [70], stream=stream)
+        request = batcher.start(rid, 0, case.prompt, stream=stream, speed=1.0, num_segments=1, seed=1)
+        request.add(0, case.segments[0], finished=not stream)
+        assert request.plan_next()
+        chunk = request.pending
+        _, frames_len = flow.encode(
+            torch.tensor([case.segments[0][: chunk.end]]), torch.tensor([chunk.end]),
+            case.prompt.prompt_speech_tokens[None], torch.tensor([57]), finalize=chunk.finalize)
+        skipped = batcher.prefixes.get(request.voice, case.prompt).frames if stream else 0
+        assert skipped == (100 if stream else 0)  # two whole attention chunks of the 57-token prompt
+        assert batcher.estimator_frames(request) == int(frames_len) - skipped
