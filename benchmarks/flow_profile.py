@@ -12,26 +12,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
 
 from a10tts.engine.cuda_graphs import FlowGraphs
 from a10tts.engine.demo import demo_yaml
 from a10tts.engine.flow import FlowModel
 from a10tts.engine.hparams import parse_hparams
-from timing import median_ms  # benchmarks/timing.py, beside this script
-
-KINDS = (("gemm", ("gemm", "cutlass", "xmma", "cublas", "matmul", "nvjet")),
-         ("attention", ("fmha", "attention", "flash", "efficient")),
-         ("conv", ("conv", "cudnn", "implicit")))
-
-
-def kind_of(kernel: str) -> str:
-    name = kernel.lower()
-    return next((kind for kind, marks in KINDS if any(m in name for m in marks)), "other")
+from timing import kernel_report, median_ms  # benchmarks/timing.py, beside this script
 
 
 @torch.inference_mode()
@@ -63,29 +52,7 @@ def main() -> None:
     print(f"first call (capture{', compilation' if args.compile else ''}): {time.perf_counter() - started:.1f} s")
     replay = median_ms(lambda: graphs(mu, mask, spks, cond, True), repeats=5) / 10
     eager = median_ms(step)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
-        step()
-        torch.cuda.synchronize()
-    kernels = [(event.name, event.device_time_total / 1000) for event in prof.events()
-               if event.device_type == torch.autograd.DeviceType.CUDA]
-    by_kind: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-    by_name: dict[str, float] = defaultdict(float)
-    for name, ms in kernels:
-        by_kind[kind_of(name)][0] += ms
-        by_kind[kind_of(name)][1] += 1
-        by_name[name[:90]] += ms
-    total = sum(ms for _, ms in kernels)
-    print("the costliest kernels, ms per step:")
-    for name, ms in sorted(by_name.items(), key=lambda kv: -kv[1])[:10]:
-        print(f"  {ms:6.2f}  {name}")
-    print("the operators that launched them, ms per step:")
-    operators = prof.key_averages(group_by_input_shape=True)
-    for op in sorted(operators, key=lambda op: -op.self_device_time_total)[:12]:
-        print(f"  {op.self_device_time_total / 1000:6.2f}  {op.count:4d} x {op.key} {str(op.input_shapes)[:80]}")
-    print("| kind | kernels | ms | share |")
-    print("|---|---|---|---|")
-    for kind, (ms, count) in sorted(by_kind.items(), key=lambda kv: -kv[1][0]):
-        print(f"| {kind} | {count} | {ms:.2f} | {100 * ms / total:.0f} % |")
+    total = kernel_report(step)
     print(f"kernel sum {total:.2f} ms; eager step {eager:.2f} ms; graph replay {replay:.2f} ms per step")
 
     heads, head_dim = 8, 64
