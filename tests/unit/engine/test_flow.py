@@ -447,3 +447,22 @@ def test_estimator_masks_describe_the_same_visibility() -> None:
         sees = kernel.valid[row].bool()[None, :] & (~kernel.streaming[row].bool() | (key < (query // 50 + 1) * 50))
         assert torch.equal(dense[row, :, 40:] == 0, sees)
         assert (dense[row, :, :40] == 0).all()  # the prefix: seen by every query
+
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "full"])
+def test_what_padded_frames_hold_never_reaches_a_valid_frame(flow: FlowModel, streaming: bool) -> None:
+    """The estimator masks only its output: padding after a row's valid frames, whatever it holds,
+    leaves those frames' velocity as it is without the padding, and comes out zero."""
+    estimator = flow.decoder.estimator
+    g = torch.Generator().manual_seed(3)
+    channels, valid, padded = estimator.in_channels // 4, 70, 120
+    x, mu, cond = (torch.randn(1, channels, padded, generator=g) for _ in range(3))
+    spks, t = torch.randn(1, channels, generator=g), torch.tensor([0.4])
+    mask = (torch.arange(padded) < valid).float().view(1, 1, padded)
+    garbage = 1e3 * torch.randn(1, channels, padded - valid, generator=g)
+    x[:, :, valid:], mu[:, :, valid:], cond[:, :, valid:] = garbage, -garbage, garbage
+    with torch.inference_mode():
+        alone = estimator(x[..., :valid], mask[..., :valid], mu[..., :valid], t, spks, cond[..., :valid], streaming)
+        out = estimator(x, mask, mu, t, spks, cond, streaming)
+    torch.testing.assert_close(out[..., :valid], alone, atol=1e-5, rtol=0)
+    assert not out[..., valid:].any()

@@ -11,6 +11,11 @@ and feed-forward layers take them so, and the convolutions run as GEMMs over eac
 Upstream's channels-first layout costs a transposing copy around every norm of every conv block
 and a layout change inside every cuDNN convolution: with it, copies took 4.8 of a loaded Euler
 step's 21 ms on an H100, 1.3 ms now (``docs/benchmarks.md``, "The flow estimator's layout").
+
+Only the output is masked. Upstream zeroes the padded frames before and after every convolution,
+~80 element-wise passes per call, but padding only ever follows a row's valid frames, every
+layer but attention works frame by frame or looks left, and attention hides padded keys: what
+padded frames hold never reaches a valid frame, whose result is the same without the passes.
 """
 
 from __future__ import annotations
@@ -74,16 +79,16 @@ class Pointwise(nn.Conv1d):
 
 
 class CausalConvBlock(nn.Module):
-    """Causal conv -> LayerNorm over channels -> Mish, zero outside the mask."""
+    """Causal conv -> LayerNorm over channels -> Mish."""
 
     def __init__(self, dim: int, dim_out: int) -> None:
         super().__init__()
         # Keys "block.0"/"block.2": upstream's Sequential has parameter-free transposes in slots 1 and 3.
         self.block = nn.ModuleDict({"0": CausalConv1d(dim, dim_out, 3), "2": nn.LayerNorm(dim_out)})
 
-    def forward(self, x: Tensor, mask: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
-        """x ``[B, T, C]``, mask ``[B, T, 1]``."""
-        return F.mish(layer_norm(self.block["0"](x * mask, prefix), self.block["2"])) * mask
+    def forward(self, x: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
+        """x ``[B, T, C]``."""
+        return F.mish(layer_norm(self.block["0"](x, prefix), self.block["2"]))
 
 
 class CausalResnetBlock(nn.Module):
@@ -96,10 +101,9 @@ class CausalResnetBlock(nn.Module):
         self.block2 = CausalConvBlock(dim_out, dim_out)
         self.res_conv = Pointwise(dim, dim_out)
 
-    def forward(self, x: Tensor, mask: Tensor, time_emb: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
-        h = self.block1(x, mask, prefix) + self.mlp(time_emb).unsqueeze(1)
-        h = self.block2(h, mask, prefix)
-        return h + self.res_conv(x * mask)
+    def forward(self, x: Tensor, time_emb: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
+        h = self.block1(x, prefix) + self.mlp(time_emb).unsqueeze(1)
+        return self.block2(h, prefix) + self.res_conv(x)
 
 
 class GeluProjection(nn.Module):
@@ -230,16 +234,15 @@ class CausalConditionalDecoder(nn.Module):
         h = torch.cat(frames_last, dim=2)  # [B, T, C]
         attn_mask = estimator_mask(mask.squeeze(1) > 0, self.static_chunk_size, streaming,
                                    prefix.frames if prefix is not None else 0, h, self.head_dim)
-        mask = mask.transpose(1, 2)  # [B, T, 1]
         resnet, blocks, conv = self.down_blocks[0]
-        skip = self._attend(resnet(h, mask, time_emb, prefix), blocks, attn_mask, prefix)
-        h = conv(skip * mask, prefix)
+        skip = self._attend(resnet(h, time_emb, prefix), blocks, attn_mask, prefix)
+        h = conv(skip, prefix)
         for resnet, blocks in self.mid_blocks:
-            h = self._attend(resnet(h, mask, time_emb, prefix), blocks, attn_mask, prefix)
+            h = self._attend(resnet(h, time_emb, prefix), blocks, attn_mask, prefix)
         resnet, blocks, conv = self.up_blocks[0]
-        h = self._attend(resnet(torch.cat([h, skip], dim=2), mask, time_emb, prefix), blocks, attn_mask, prefix)
-        h = self.final_block(conv(h * mask, prefix), mask, prefix)
-        return (self.final_proj(h * mask) * mask).transpose(1, 2)
+        h = self._attend(resnet(torch.cat([h, skip], dim=2), time_emb, prefix), blocks, attn_mask, prefix)
+        h = self.final_block(conv(h, prefix), prefix)
+        return self.final_proj(h).transpose(1, 2) * mask
 
     @staticmethod
     def _attend(h: Tensor, blocks: nn.ModuleList, attn_mask: DenseMask | ChunkMask, prefix: LayerPrefix | None) -> Tensor:
