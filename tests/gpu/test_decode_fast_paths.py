@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from a10tts.engine.flow.attention import ChunkMask, DenseMask
 from a10tts.engine.kernels.decode_attention import decode_attention, decode_attention_reference
-from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm
+from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm, layer_norm_mish
 from a10tts.engine.model_dir import ModelDir
 from a10tts.engine.sampling import make_generator
 
@@ -54,6 +55,11 @@ def test_triton_layer_norm_matches_torch(dtype, tol, width) -> None:
         assert (plain.float() - norm(x).float()).abs().max().item() < tol
         transposed = x.transpose(0, 1)  # not contiguous: normalized all the same
         assert (layer_norm(transposed, norm).float() - norm(transposed).float()).abs().max().item() < tol
+        norm.weight[:4] = 40.0  # Mish past softplus's threshold and deep in its negative tail
+        add = torch.randn(3, width, device="cuda", generator=g).to(dtype)  # one vector per sequence
+        torch.testing.assert_close(layer_norm_mish(x, norm, add), F.mish(norm(x)) + add[:, None],
+                                   atol=tol, rtol=2 * tol)
+        torch.testing.assert_close(layer_norm_mish(x, norm), F.mish(norm(x)), atol=tol, rtol=2 * tol)
 
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from a10tts.engine.hparams import check_supported, require
 from a10tts.engine.flow.attention import ChunkMask, DenseMask, SelfAttention, estimator_mask
 from a10tts.engine.flow.prefix import LayerPrefix
-from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm
+from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm, layer_norm_mish
 
 
 def timestep_features(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
@@ -79,16 +79,16 @@ class Pointwise(nn.Conv1d):
 
 
 class CausalConvBlock(nn.Module):
-    """Causal conv -> LayerNorm over channels -> Mish."""
+    """Causal conv -> LayerNorm over channels -> Mish (-> + a vector per sequence)."""
 
     def __init__(self, dim: int, dim_out: int) -> None:
         super().__init__()
         # Keys "block.0"/"block.2": upstream's Sequential has parameter-free transposes in slots 1 and 3.
         self.block = nn.ModuleDict({"0": CausalConv1d(dim, dim_out, 3), "2": nn.LayerNorm(dim_out)})
 
-    def forward(self, x: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
-        """x ``[B, T, C]``."""
-        return F.mish(layer_norm(self.block["0"](x, prefix), self.block["2"]))
+    def forward(self, x: Tensor, prefix: LayerPrefix | None = None, add: Tensor | None = None) -> Tensor:
+        """x ``[B, T, C]``; add ``[B, C]``."""
+        return layer_norm_mish(self.block["0"](x, prefix), self.block["2"], add)
 
 
 class CausalResnetBlock(nn.Module):
@@ -102,7 +102,7 @@ class CausalResnetBlock(nn.Module):
         self.res_conv = Pointwise(dim, dim_out)
 
     def forward(self, x: Tensor, time_emb: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
-        h = self.block1(x, prefix) + self.mlp(time_emb).unsqueeze(1)
+        h = self.block1(x, prefix, add=self.mlp(time_emb))
         return self.block2(h, prefix) + self.res_conv(x)
 
 
