@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from a10tts.engine.flow.attention import ChunkMask, DenseMask
+from a10tts.engine.kernels.conv_windows import _windows_reference, causal_windows
 from a10tts.engine.kernels.decode_attention import decode_attention, decode_attention_reference
 from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm, layer_norm_mish
 from a10tts.engine.model_dir import ModelDir
@@ -315,3 +316,14 @@ def test_hift_graphs_equal_eager_with_padding_rows_and_frames() -> None:
     wide = graphs(mel[rows], source[rows], lengths[rows])
     assert (wide - hift.decode(mel[rows], source[rows], lengths[rows])).abs().max().item() < tol
     assert len(graphs._graphs) == 12  # nothing captured for them
+
+
+@pytest.mark.parametrize("channels", [320, 512, 80])
+@pytest.mark.parametrize("with_past", [False, True], ids=["zeros", "prefix"])
+def test_causal_windows_copy_what_torch_concatenates(channels: int, with_past: bool) -> None:
+    g = torch.Generator(device="cuda").manual_seed(channels)
+    x = torch.randn(4, 37, channels, device="cuda", generator=g).half()  # 37 frames: a ragged last block
+    past = torch.randn(2, 2, channels, device="cuda", generator=g).half() if with_past else None
+    windows = causal_windows(x, 3, past)
+    assert torch.equal(windows, _windows_reference(x, 3, past))  # copies: exactly equal
+    assert torch.equal(causal_windows(x[:, :1], 3, past), _windows_reference(x[:, :1], 3, past))  # one frame

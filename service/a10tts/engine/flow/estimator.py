@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from a10tts.engine.hparams import check_supported, require
 from a10tts.engine.flow.attention import ChunkMask, DenseMask, SelfAttention, estimator_mask
 from a10tts.engine.flow.prefix import LayerPrefix
+from a10tts.engine.kernels.conv_windows import causal_windows
 from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm, layer_norm_mish
 
 
@@ -62,9 +63,7 @@ class CausalConv1d(nn.Conv1d):
 
     def forward(self, x: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
         size = self.kernel_size[0]
-        padded = F.pad(x, (0, 0, size - 1, 0)) if prefix is None else prefix.conv_input(x, size - 1)
-        frames = padded.size(1) - size + 1
-        windows = torch.cat([padded[:, k : k + frames] for k in range(size)], dim=2)  # [B, T, size * C_in]
+        windows = causal_windows(x, size, None if prefix is None else prefix.conv_context(x, size - 1))
         return F.linear(windows, self.weight.permute(0, 2, 1).reshape(self.out_channels, -1), self.bias)
 
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -30,8 +29,9 @@ class LayerPrefix(Protocol):
 
     frames: int  # prefix frames in front of the call's frames (0: the call records the prefix itself)
 
-    def conv_input(self, x: Tensor, context: int) -> Tensor:
-        """``x`` ``[B, T, C]`` with ``context`` frames in front for a causal convolution."""
+    def conv_context(self, x: Tensor, context: int) -> Tensor | None:
+        """The ``context`` frames in front of ``x`` ``[B, T, C]`` for a causal convolution:
+        ``[2, context, C]``, one per half of a guided call's rows, or None for zeros."""
 
     def keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """``[B, H, T, d]`` keys and values with the prefix's in front."""
@@ -46,9 +46,9 @@ class PrefixRecorder:
         self.conv: list[Tensor] = []  # per convolution [2, context, C]: the guided call's two rows
         self.kv: list[tuple[Tensor, Tensor]] = []  # per attention layer [2, H, P, d]
 
-    def conv_input(self, x: Tensor, context: int) -> Tensor:
+    def conv_context(self, x: Tensor, context: int) -> None:
         self.conv.append(x[:, x.size(1) - context:])
-        return F.pad(x, (0, 0, context, 0))
+        return None
 
     def keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         self.kv.append((k, v))
@@ -70,9 +70,8 @@ class PrefixReader:
         sizes = [context * channels for context, channels in conv_shapes]
         self._conv = iter([part.view(2, *shape) for part, shape in zip(conv.split(sizes, dim=1), conv_shapes)])
 
-    def conv_input(self, x: Tensor, context: int) -> Tensor:
-        past = next(self._conv).to(x.dtype)  # [2, context, C]
-        return _in_front(past, x, dim=1)
+    def conv_context(self, x: Tensor, context: int) -> Tensor:
+        return next(self._conv)  # [2, context, C]
 
     def keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         past_k, past_v = next(self._kv)  # [2, H, P, d] each

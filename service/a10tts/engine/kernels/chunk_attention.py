@@ -18,12 +18,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-try:
+from a10tts.engine.kernels import HAVE_TRITON, runs_triton
+
+if HAVE_TRITON:
     import triton
     import triton.language as tl
-except ImportError:  # CPU-only installs: SDPA serves
-    triton = None
-
 
 
 class LaunchConfig(NamedTuple):
@@ -39,8 +38,7 @@ DEFAULT_CONFIG = LaunchConfig()
 
 def chunk_attention_usable(x: Tensor, head_dim: int) -> bool:
     """Whether ``chunk_attention`` can run on tensors like ``x``."""
-    return (triton is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
-            and head_dim in (16, 32, 64, 128) and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+    return runs_triton(x) and x.dtype in (torch.float16, torch.bfloat16) and head_dim in (16, 32, 64, 128)
 
 
 def chunk_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, key_end: Tensor, streaming: Tensor,
@@ -67,7 +65,7 @@ def chunk_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, key_end: Ten
     return out
 
 
-if triton is not None:
+if HAVE_TRITON:
 
     @triton.jit
     def _chunk_attention_kernel(

@@ -12,11 +12,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-try:
+from a10tts.engine.kernels import HAVE_TRITON
+
+if HAVE_TRITON:
     import triton
     import triton.language as tl
-except ImportError:  # CPU-only installs: the torch reference below serves
-    triton = None
 
 
 def decode_attention(q: Tensor, keys: Tensor, values: Tensor, slots: Tensor, lengths: Tensor, scale: float) -> Tensor:
@@ -24,7 +24,7 @@ def decode_attention(q: Tensor, keys: Tensor, values: Tensor, slots: Tensor, len
 
     Returns ``[B, H, D]`` in q's dtype.
     """
-    if q.is_cuda and triton is not None:
+    if q.is_cuda and HAVE_TRITON:
         return _decode_attention_triton(q, keys, values, slots, lengths, scale)
     return decode_attention_reference(q, keys, values, slots, lengths, scale)
 
@@ -45,7 +45,7 @@ def decode_attention_reference(q: Tensor, keys: Tensor, values: Tensor, slots: T
     return out.reshape(batch, heads, head_dim).to(q.dtype)
 
 
-if triton is not None:
+if HAVE_TRITON:
 
     @triton.jit
     def _decode_kernel(

@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-try:
+from a10tts.engine.kernels import HAVE_TRITON, runs_triton
+
+if HAVE_TRITON:
     import triton
     import triton.language as tl
-except ImportError:  # CPU-only installs: plain torch serves
-    triton = None
 
 _ROWS_PER_PROGRAM = 16
 
@@ -51,8 +51,7 @@ def add_layer_norm(x: Tensor, delta: Tensor, norm: nn.LayerNorm) -> tuple[Tensor
 
 
 def _use_triton(x: Tensor, norm: nn.LayerNorm) -> bool:
-    return (triton is not None and x.is_cuda and len(norm.normalized_shape) == 1 and norm.weight is not None
-            and norm.bias is not None and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+    return runs_triton(x) and len(norm.normalized_shape) == 1 and norm.weight is not None and norm.bias is not None
 
 
 def _launch(x: Tensor, delta: Tensor | None, norm: nn.LayerNorm, mish: bool = False,
@@ -72,7 +71,7 @@ def _launch(x: Tensor, delta: Tensor | None, norm: nn.LayerNorm, mish: bool = Fa
     return total, out
 
 
-if triton is not None:
+if HAVE_TRITON:
 
     @triton.jit
     def _layer_norm_kernel(X, Delta, W, B, Total, Out, RowAdd, rows, width, rows_per_sequence, eps,
