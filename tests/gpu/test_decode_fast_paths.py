@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from a10tts.engine.flow.attention import ChunkMask, DenseMask
-from a10tts.engine.kernels.conv_windows import _windows_reference, causal_windows
+from a10tts.engine.kernels.conv_windows import causal_windows_reference, causal_windows
 from a10tts.engine.kernels.decode_attention import decode_attention, decode_attention_reference
 from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm, layer_norm_mish
 from a10tts.engine.model_dir import ModelDir
@@ -325,5 +325,5 @@ def test_causal_windows_copy_what_torch_concatenates(channels: int, with_past: b
     x = torch.randn(4, 37, channels, device="cuda", generator=g).half()  # 37 frames: a ragged last block
     past = torch.randn(2, 2, channels, device="cuda", generator=g).half() if with_past else None
     windows = causal_windows(x, 3, past)
-    assert torch.equal(windows, _windows_reference(x, 3, past))  # copies: exactly equal
-    assert torch.equal(causal_windows(x[:, :1], 3, past), _windows_reference(x[:, :1], 3, past))  # one frame
+    assert torch.equal(windows, causal_windows_reference(x, 3, past))  # copies: exactly equal
+    assert torch.equal(causal_windows(x[:, :1], 3, past), causal_windows_reference(x[:, :1], 3, past))  # one frame

@@ -27,7 +27,7 @@ def causal_windows(x: Tensor, size: int, past: Tensor | None = None) -> Tensor:
     before the first taken from ``past`` (``[2, size - 1, C]``, one per half of the rows: a
     guided call's conditional and unconditional rows) or zero."""
     if not runs_triton(x):
-        return _windows_reference(x, size, past)
+        return causal_windows_reference(x, size, past)
     batch, frames, channels = x.shape
     x = x.contiguous()
     out = x.new_empty(batch, frames, size * channels)
@@ -41,7 +41,7 @@ def causal_windows(x: Tensor, size: int, past: Tensor | None = None) -> Tensor:
     return out
 
 
-def _windows_reference(x: Tensor, size: int, past: Tensor | None) -> Tensor:
+def causal_windows_reference(x: Tensor, size: int, past: Tensor | None) -> Tensor:
     batch, frames, channels = x.shape
     if past is None:
         padded = F.pad(x, (0, 0, size - 1, 0))
