@@ -108,12 +108,6 @@ class DecodeConfig(Section):
     max_batch_size: int = Field(
         16, ge=1, le=256, description="Streaming chunks one decode process batches per step."
     )
-    max_batch_frames: int = Field(
-        0, ge=0, le=1_000_000,
-        description="Most flow work per decode step: rows times the longest row's mel frames (50 per second "
-        "of prompt and speech past the voice's flow prefix); longer chunks wait for a later step, so a new "
-        "first chunk never waits long for the step in progress; 0 = no bound.",
-    )
     cuda_graphs: bool = Field(True, description="Replay the flow's Euler steps from CUDA graphs.")
     cuda_graph_max_frames: int = Field(
         1200, ge=0, le=15000,

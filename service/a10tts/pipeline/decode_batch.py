@@ -11,11 +11,7 @@ does for one request, so the audio is the same.
 Which requests make the batch: earliest deadline first. A request without audio yet is due
 since it started (its listener is waiting); a stream is due when the audio it has produced, played
 from its first chunk on, runs out. So first chunks go before streams that still have audio in
-hand, and a stream about to run dry goes before both. With ``max_batch_frames``, a batch also
-stays within that many estimator frames once its rows are padded to the longest: a chunk that
-would overflow waits for a later batch, and shorter ones behind it go first. That bounds how
-long a step takes, and so how long a new first chunk waits for the step in progress, and it
-batches chunks of like lengths, wasting less work on padding.
+hand, and a stream about to run dry goes before both.
 
 Streamed chunks of the batch's most frequent voice with a flow prefix (``flow_prefixes.py``) run
 the flow only after that prefix, in one call; the batch's other rows run in a second flow call.
@@ -163,14 +159,12 @@ class Audio:
 
 class DecodeBatcher:
     def __init__(self, flow: FlowModel, hift: HiFTGenerator, *, first_hop_tokens: int, max_batch_size: int,
-                 max_batch_frames: int = 0, prefix_budget_bytes: int = 0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 prefix_budget_bytes: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
         self.flow = flow
         self.hift = hift
         self.prefixes = VoicePrefixes(flow, prefix_budget_bytes)
         self.first_hop_tokens = first_hop_tokens
         self.max_batch_size = max_batch_size
-        self.max_batch_frames = max_batch_frames  # 0: no bound
         self.clock = clock
         self.device = flow.input_embedding.weight.device
         self.requests: dict[str, DecodeRequest] = {}
@@ -205,7 +199,7 @@ class DecodeBatcher:
         """Vocode one batch; returns the audio, and the requests whose batch failed (now dropped)."""
         ready = self.ready()
         audio = [Audio(r, r.seq, torch.zeros(0), final=True) for r in ready if r.pending is None]
-        batch = self._batch([r for r in ready if r.pending is not None])
+        batch = [r for r in ready if r.pending is not None][: self.max_batch_size]
         for request in [a.request for a in audio]:
             del self.requests[request.request_id]
         if not batch:
@@ -236,33 +230,6 @@ class DecodeBatcher:
             if final:
                 del self.requests[request.request_id]
         return audio, []
-
-    def _batch(self, ready: list[DecodeRequest]) -> list[DecodeRequest]:
-        """The most urgent of ``ready`` (most urgent first) that fit one batch; the first always does."""
-        batch: list[DecodeRequest] = []
-        longest = 0
-        for request in ready:
-            if len(batch) == self.max_batch_size:
-                break
-            frames = self.estimator_frames(request)
-            if batch and self.max_batch_frames and (len(batch) + 1) * max(longest, frames) > self.max_batch_frames:
-                continue
-            batch.append(request)
-            longest = max(longest, frames)
-        return batch
-
-    def estimator_frames(self, request: DecodeRequest) -> int:
-        """Mel frames the flow's estimator runs for the request's pending chunk: the prompt's and
-        the tokens', less a streamed chunk's look-ahead and its voice's flow prefix (an estimate:
-        the prefix may not be held)."""
-        chunk, flow = request.pending, self.flow
-        prompt_tokens = len(request.prompt.prompt_speech_tokens)
-        tokens = prompt_tokens + chunk.end
-        if chunk.streaming:
-            tokens -= flow.pre_lookahead_len
-            if request.voice:
-                tokens -= flow.prefix_tokens(prompt_tokens)
-        return tokens * flow.token_mel_ratio
 
     @torch.inference_mode()
     def vocode(self, requests: list[DecodeRequest], chunks: list[Chunk]) -> list[Tensor]:
