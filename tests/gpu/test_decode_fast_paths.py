@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from a10tts.engine.cuda_graphs import EncoderGraphs
 from a10tts.engine.flow.attention import ChunkMask, DenseMask
 from a10tts.engine.kernels.conv_windows import causal_windows_reference, causal_windows
 from a10tts.engine.kernels.decode_attention import decode_attention, decode_attention_reference
@@ -327,3 +328,23 @@ def test_causal_windows_copy_what_torch_concatenates(channels: int, with_past: b
     windows = causal_windows(x, 3, past)
     assert torch.equal(windows, causal_windows_reference(x, 3, past))  # copies: exactly equal
     assert torch.equal(causal_windows(x[:, :1], 3, past), causal_windows_reference(x[:, :1], 3, past))  # one frame
+
+
+def test_encoder_graphs_equal_the_eager_encoder_for_ragged_rows() -> None:
+    """Padding tokens after each row, padding rows, per-row streaming flags, a bucket captured on
+    first use and replayed after, and an input past the graphs' bounds (eager)."""
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = False, False
+    flow = ModelDir.open(GOLDEN / "tiny_model").load("flow", "cuda", torch.float32)
+    g = torch.Generator(device="cuda").manual_seed(5)
+    graphs = EncoderGraphs(flow, max_batch_size=4, max_batch_tokens=400)
+    for rows, length in ((3, 61), (3, 61), (1, 30), (4, 120)):  # the last: 4 x 125 tokens, past the bound
+        tokens = torch.randint(0, 6561, (rows, length), device="cuda", generator=g)
+        input_len = torch.tensor([length, length - 17, 9, length][:rows], device="cuda")
+        output_len = input_len - torch.tensor([3, 0, 3, 0][:rows], device="cuda")
+        streaming = torch.tensor([True, False, True, True][:rows], device="cuda")
+        hidden, frames = graphs(tokens, input_len, output_len, streaming)
+        eager, eager_frames = flow.encode_tokens(tokens, input_len, output_len, streaming)
+        assert torch.equal(frames, eager_frames) and hidden.shape == eager.shape
+        valid = torch.arange(hidden.size(1), device="cuda") < frames[:, None]
+        assert (hidden - eager)[valid].abs().max().item() < 1e-4
+    assert len(graphs) == 2  # (4, 75) for the first two calls, (1, 50); the last ran eagerly

@@ -1,5 +1,5 @@
-"""CUDA graphs of the decode stage: the flow's Euler step and HiFT's decode network per
-batch x frames bucket (the LM's are in ``lm_graphs``).
+"""CUDA graphs of the decode stage: the flow's encoder and Euler step and HiFT's decode network
+per batch x frames bucket (the LM's are in ``lm_graphs``).
 
 At streaming chunk sizes both are launch-bound: a flow Euler step is ~1,100 small kernels, and
 launched one by one from Python they take far longer than the GPU needs for them. Replaying a
@@ -23,6 +23,7 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from .flow.cfm import CausalConditionalCFM
+    from .flow.flow import FlowModel
     from .flow.prefix import FlowPrefix
     from .hift import HiFTGenerator
 
@@ -66,6 +67,7 @@ class _BucketGraphs:
     """
 
     name = "bucket"  # for the logs
+    unit = "frames"  # what the second size of a bucket counts
 
     def __init__(self, max_batch_size: int, frame_step: int, max_frames: int | None = None,
                  max_batch_frames: int | None = None) -> None:
@@ -101,8 +103,12 @@ class _BucketGraphs:
         for batch, frames in sorted(buckets, key=lambda bucket: (bucket[0] * bucket[1], bucket), reverse=True):
             if (batch, frames) not in self._graphs and self._in_bounds(batch, frames):
                 self._capture((batch, frames))
-        log.info("captured %d %s graphs (batch up to %d, frames up to %d) in %.1f s", len(self._graphs), self.name,
-                 self.batch_buckets[-1], top, time.perf_counter() - started)
+        log.info("captured %d %s graphs (batch up to %d, %s up to %d) in %.1f s", len(self._graphs), self.name,
+                 self.batch_buckets[-1], self.unit, top, time.perf_counter() - started)
+
+    def __len__(self) -> int:
+        """Buckets captured so far."""
+        return len(self._graphs)
 
     def _graph(self, bucket: tuple[int, ...], *build_args) -> _Captured:
         return self._graphs.get(bucket) or self._capture(bucket, *build_args)
@@ -254,6 +260,60 @@ class FlowGraphs(_BucketGraphs):
             x.copy_(self.cfm.euler_step(x, t, dt, self.cfm.guidance_inputs(*inputs[:4], True), reader))
 
         return (x, inputs, t, dt, (kv, conv)), continued_step
+
+
+class EncoderGraphs(_BucketGraphs):
+    """CUDA graphs of the flow's token embedding and conformer encoder, per (batch, tokens) bucket.
+
+    Eager, its ~400 small kernels took 12 ms of a first chunk's ~60 ms in the decode stage on an
+    H100 (``benchmarks/first_chunk.py``). Its look-ahead convolution reads zeros past each row's
+    tokens, its upsampler looks left, and attention masks keys by length, so padding tokens at the
+    end and padding rows (one token) leave a row's frames unchanged. Buckets past
+    ``max_batch_tokens`` (batch x tokens) run eagerly: the GPU is busy enough there, and the
+    relative-position scores of a large bucket would keep the graph pool large.
+    """
+
+    name = "flow encoder"
+    unit = "tokens"
+
+    def __init__(self, flow: FlowModel, max_batch_size: int, max_batch_tokens: int = 4096, token_step: int = 25):
+        super().__init__(max_batch_size, token_step, max_batch_frames=max_batch_tokens)
+        self.flow = flow
+
+    @torch.inference_mode()
+    def __call__(self, tokens: Tensor, input_len: Tensor, output_len: Tensor, streaming: Tensor) -> tuple[Tensor, Tensor]:
+        """As ``FlowModel.encode_tokens``; ``streaming`` one flag per row."""
+        batch, length = tokens.shape
+        bucket = self.bucket(batch, length)
+        if bucket is None:
+            return self.flow.encode_tokens(tokens, input_len, output_len, streaming)
+        captured = self._graph(bucket)
+        s_tokens, s_input_len, s_output_len, s_streaming, hidden = captured.state
+        s_tokens.zero_()
+        s_tokens[:batch, :length] = tokens
+        for static, value in ((s_input_len, input_len), (s_output_len, output_len)):
+            static.fill_(1)  # padding rows: one token
+            static[:batch] = value
+        s_streaming.fill_(False)
+        s_streaming[:batch] = streaming
+        captured.graph.replay()
+        ratio = self.flow.encoder.upsample_factor
+        return hidden[:batch, : int(output_len.max()) * ratio].clone(), output_len * ratio
+
+    def _build(self, batch: int, tokens: int) -> tuple[tuple, Callable[[], None]]:
+        weight = self.flow.encoder_proj.weight
+        device = weight.device
+        s_tokens = self._static("tokens", (batch, tokens), torch.long, device)
+        s_input_len = self._static("input_len", (batch,), torch.long, device).fill_(tokens)
+        s_output_len = self._static("output_len", (batch,), torch.long, device).fill_(tokens)
+        s_streaming = self._static("streaming", (batch,), torch.bool, device)
+        frames = tokens * self.flow.encoder.upsample_factor
+        hidden = self._static("hidden", (batch, frames, self.flow.encoder.output_size), weight.dtype, device)
+
+        def encode() -> None:
+            hidden.copy_(self.flow.encode_tokens(s_tokens, s_input_len, s_output_len, s_streaming, keep_all=True)[0])
+
+        return (s_tokens, s_input_len, s_output_len, s_streaming, hidden), encode
 
 
 class HiftGraphs(_BucketGraphs):

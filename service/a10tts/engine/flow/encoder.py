@@ -158,17 +158,19 @@ class UpsampleConformerEncoder(nn.Module):
         )
 
     def forward(
-        self, x: Tensor, input_len: Tensor, output_len: Tensor, streaming: bool | Tensor
+        self, x: Tensor, input_len: Tensor, output_len: Tensor, streaming: bool | Tensor, keep_all: bool = False
     ) -> tuple[Tensor, Tensor]:
         """Encode a padded batch of token embeddings.
 
         x ``[B, N, input_size]``; ``input_len`` counts each row's tokens including look-ahead
         context; ``output_len`` the tokens to encode (``input_len`` minus the context when not
         finalizing). Returns hidden states ``[B, T, output_size]`` with ``T = max(output_len) *
-        upsample_factor`` and their lengths ``[B]``.
+        upsample_factor`` (``N * upsample_factor`` with ``keep_all``: no host sync, for CUDA
+        graphs; the positions past a row's ``output_len`` are padding either way) and their
+        lengths ``[B]``.
         """
         x = self.embed(x) * lengths_to_mask(input_len, x.size(1)).unsqueeze(-1).to(x.dtype)
-        length = int(output_len.max())
+        length = x.size(1) if keep_all else int(output_len.max())
         x = self.pre_lookahead_layer(x)[:, :length]
         x = self._run_stack(self.encoders, x, output_len, self.static_chunk_size, streaming)
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from a10tts.engine.cuda_graphs import FlowGraphs
+from a10tts.engine.cuda_graphs import EncoderGraphs, FlowGraphs
 from a10tts.engine.hparams import nested_args, require
 from a10tts.engine.flow.cfm import CausalConditionalCFM
 from a10tts.engine.flow.encoder import UpsampleConformerEncoder
@@ -71,6 +71,7 @@ class FlowModel(nn.Module):
         self.encoder_proj = nn.Linear(encoder.output_size, output_size)
         self.decoder = decoder
         self._graphs: FlowGraphs | None = None  # set by enable_cuda_graphs
+        self._encoder_graphs: EncoderGraphs | None = None
 
     @classmethod
     def from_hparams(cls, args: Mapping[str, Any]) -> FlowModel:
@@ -95,11 +96,13 @@ class FlowModel(nn.Module):
         )
 
     def enable_cuda_graphs(self, max_batch_size: int, compile: bool = False, max_frames: int = 0) -> None:
-        """Replay the Euler steps from CUDA graphs, captured per batch/frames bucket: now for
-        inputs up to ``max_frames`` mel frames, on first use for longer ones."""
+        """Replay the Euler steps and the encoder from CUDA graphs, captured per batch/frames
+        bucket: now for inputs up to ``max_frames`` mel frames, on first use for longer ones."""
         self._graphs = FlowGraphs(self.decoder, max_batch_size, compile=compile)
+        self._encoder_graphs = EncoderGraphs(self, max_batch_size)
         if max_frames:
             self._graphs.prepare(max_frames)
+            self._encoder_graphs.prepare(max_frames // self.token_mel_ratio)
 
     def encode(
         self,
@@ -122,8 +125,15 @@ class FlowModel(nn.Module):
         )
         finalize = _per_row(finalize, tokens.size(0), device)
         output_len = total_len - self.pre_lookahead_len * (~finalize).long()
+        if self._encoder_graphs is not None:
+            return self._encoder_graphs(tokens, total_len, output_len, _per_row(streaming, tokens.size(0), device))
+        return self.encode_tokens(tokens, total_len, output_len, _on_device(streaming, device))
+
+    def encode_tokens(self, tokens: Tensor, input_len: Tensor, output_len: Tensor, streaming: bool | Tensor,
+                      keep_all: bool = False) -> tuple[Tensor, Tensor]:
+        """The encoder on joined prompt and request tokens ``[B, N]`` (``UpsampleConformerEncoder``)."""
         x = self.input_embedding(tokens.clamp(min=0).long())
-        return self.encoder(x, total_len, output_len, _on_device(streaming, device))
+        return self.encoder(x, input_len, output_len, streaming, keep_all)
 
     @property
     def continues_prefixes(self) -> bool:
