@@ -63,6 +63,9 @@ def test_triton_layer_norm_matches_torch(dtype, tol, width) -> None:
         torch.testing.assert_close(layer_norm_mish(x, norm, add), F.mish(norm(x)) + add[:, None],
                                    atol=tol, rtol=2 * tol)
         torch.testing.assert_close(layer_norm_mish(x, norm), F.mish(norm(x)), atol=tol, rtol=2 * tol)
+        residual = torch.randn(3, 37, width, device="cuda", generator=g).to(dtype)
+        torch.testing.assert_close(layer_norm_mish(x, norm, add, residual), F.mish(norm(x)) + add[:, None] + residual,
+                                   atol=2 * tol, rtol=2 * tol)
 
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])

@@ -78,16 +78,17 @@ class Pointwise(nn.Conv1d):
 
 
 class CausalConvBlock(nn.Module):
-    """Causal conv -> LayerNorm over channels -> Mish (-> + a vector per sequence)."""
+    """Causal conv -> LayerNorm over channels -> Mish (-> + a vector per sequence, + a residual)."""
 
     def __init__(self, dim: int, dim_out: int) -> None:
         super().__init__()
         # Keys "block.0"/"block.2": upstream's Sequential has parameter-free transposes in slots 1 and 3.
         self.block = nn.ModuleDict({"0": CausalConv1d(dim, dim_out, 3), "2": nn.LayerNorm(dim_out)})
 
-    def forward(self, x: Tensor, prefix: LayerPrefix | None = None, add: Tensor | None = None) -> Tensor:
-        """x ``[B, T, C]``; add ``[B, C]``."""
-        return layer_norm_mish(self.block["0"](x, prefix), self.block["2"], add)
+    def forward(self, x: Tensor, prefix: LayerPrefix | None = None, add: Tensor | None = None,
+                residual: Tensor | None = None) -> Tensor:
+        """x ``[B, T, C]``; add ``[B, C]``; residual like the output."""
+        return layer_norm_mish(self.block["0"](x, prefix), self.block["2"], add, residual)
 
 
 class CausalResnetBlock(nn.Module):
@@ -102,7 +103,7 @@ class CausalResnetBlock(nn.Module):
 
     def forward(self, x: Tensor, time_emb: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
         h = self.block1(x, prefix, add=self.mlp(time_emb))
-        return self.block2(h, prefix) + self.res_conv(x)
+        return self.block2(h, prefix, residual=self.res_conv(x))
 
 
 class GeluProjection(nn.Module):
@@ -134,9 +135,14 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = GeluFeedForward(dim, 4 * dim)
 
-    def forward(self, x: Tensor, mask: DenseMask | ChunkMask, prefix: LayerPrefix | None = None) -> Tensor:
-        x, h = add_layer_norm(x, self.attn1(layer_norm(x, self.norm1), mask, prefix), self.norm3)
-        return x + self.ff(h)
+    def forward(self, x: Tensor, normed: Tensor, mask: DenseMask | ChunkMask, prefix: LayerPrefix | None = None,
+                next_norm: nn.LayerNorm | None = None) -> tuple[Tensor, Tensor | None]:
+        """x: the residual stream, ``normed``: ``norm1(x)``. Returns the new stream and, given the
+        next block's first norm, that norm of it: the residual add and the norm in one pass."""
+        x, h = add_layer_norm(x, self.attn1(normed, mask, prefix), self.norm3)
+        if next_norm is None:
+            return x + self.ff(h), None
+        return add_layer_norm(x, self.ff(h), next_norm)
 
 
 def _stage(
@@ -245,6 +251,7 @@ class CausalConditionalDecoder(nn.Module):
 
     @staticmethod
     def _attend(h: Tensor, blocks: nn.ModuleList, attn_mask: DenseMask | ChunkMask, prefix: LayerPrefix | None) -> Tensor:
-        for block in blocks:
-            h = block(h, attn_mask, prefix)
+        normed = layer_norm(h, blocks[0].norm1)
+        for block, following in zip(blocks, [*blocks[1:], None]):
+            h, normed = block(h, normed, attn_mask, prefix, None if following is None else following.norm1)
         return h

@@ -6,8 +6,9 @@ The flow estimator normalizes 256-wide rows ~140 times per Euler step. torch's k
 normalizes a block of rows per program, and in the transformer blocks it adds the residual in
 the same pass, so no separate add kernel writes the sum and the norm reads it back
 (``benchmarks/flow_profile.py``). Statistics in fp32, the sum rounded to the input's dtype
-before normalizing, as torch's add followed by ``layer_norm`` does. The conv blocks' norm, Mish
-and time-embedding add run as one pass too (``layer_norm_mish``), in fp32 until the one rounding.
+before normalizing, as torch's add followed by ``layer_norm`` does. The conv blocks' norm, Mish,
+time-embedding add and the resnets' residual run as one pass too (``layer_norm_mish``), in fp32
+until the one rounding.
 
 Off CUDA, without Triton, while tracing for ONNX or compiling, plain torch does the same work.
 """
@@ -34,12 +35,15 @@ def layer_norm(x: Tensor, norm: nn.LayerNorm) -> Tensor:
     return _launch(x, None, norm)[1]
 
 
-def layer_norm_mish(x: Tensor, norm: nn.LayerNorm, add: Tensor | None = None) -> Tensor:
-    """``mish(norm(x))`` for ``x`` ``[B, T, C]``, plus ``add`` ``[B, C]`` on every frame of each row."""
-    if not _use_triton(x, norm) or (add is not None and add.shape != (x.size(0), x.size(-1))):
+def layer_norm_mish(x: Tensor, norm: nn.LayerNorm, add: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
+    """``mish(norm(x))`` for ``x`` ``[B, T, C]``, plus ``add`` ``[B, C]`` on every frame of each
+    row, plus ``residual`` ``[B, T, C]``."""
+    if (not _use_triton(x, norm) or (add is not None and add.shape != (x.size(0), x.size(-1)))
+            or (residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype))):
         out = F.mish(norm(x))
-        return out if add is None else out + add.unsqueeze(1)
-    return _launch(x, None, norm, mish=True, row_add=add)[1]
+        out = out if add is None else out + add.unsqueeze(1)
+        return out if residual is None else out + residual
+    return _launch(x, None, norm, mish=True, row_add=add, residual=residual)[1]
 
 
 def add_layer_norm(x: Tensor, delta: Tensor, norm: nn.LayerNorm) -> tuple[Tensor, Tensor]:
@@ -55,7 +59,7 @@ def _use_triton(x: Tensor, norm: nn.LayerNorm) -> bool:
 
 
 def _launch(x: Tensor, delta: Tensor | None, norm: nn.LayerNorm, mish: bool = False,
-            row_add: Tensor | None = None) -> tuple[Tensor, Tensor]:
+            row_add: Tensor | None = None, residual: Tensor | None = None) -> tuple[Tensor, Tensor]:
     width = x.size(-1)
     rows = x.numel() // width
     x = x.contiguous()
@@ -64,9 +68,10 @@ def _launch(x: Tensor, delta: Tensor | None, norm: nn.LayerNorm, mish: bool = Fa
     grid = (triton.cdiv(rows, _ROWS_PER_PROGRAM),)
     _layer_norm_kernel[grid](
         x, x if delta is None else delta.contiguous(), norm.weight, norm.bias, total, out,
-        x if row_add is None else row_add.contiguous(), rows, width, max(rows // max(x.size(0), 1), 1), norm.eps,
+        x if row_add is None else row_add.contiguous(), x if residual is None else residual.contiguous(),
+        rows, width, max(rows // max(x.size(0), 1), 1), norm.eps,
         BLOCK_ROWS=_ROWS_PER_PROGRAM, BLOCK_N=triton.next_power_of_2(width), HAS_DELTA=delta is not None,
-        MISH=mish, HAS_ROW_ADD=row_add is not None,
+        MISH=mish, HAS_ROW_ADD=row_add is not None, HAS_RESIDUAL=residual is not None,
     )
     return total, out
 
@@ -74,9 +79,9 @@ def _launch(x: Tensor, delta: Tensor | None, norm: nn.LayerNorm, mish: bool = Fa
 if HAVE_TRITON:
 
     @triton.jit
-    def _layer_norm_kernel(X, Delta, W, B, Total, Out, RowAdd, rows, width, rows_per_sequence, eps,
+    def _layer_norm_kernel(X, Delta, W, B, Total, Out, RowAdd, Residual, rows, width, rows_per_sequence, eps,
                            BLOCK_ROWS: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DELTA: tl.constexpr,
-                           MISH: tl.constexpr, HAS_ROW_ADD: tl.constexpr):
+                           MISH: tl.constexpr, HAS_ROW_ADD: tl.constexpr, HAS_RESIDUAL: tl.constexpr):
         row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]
         col = tl.arange(0, BLOCK_N)[None, :]
         inside = (row < rows) & (col < width)
@@ -98,4 +103,6 @@ if HAVE_TRITON:
             y = tl.where(y > 20.0, y, y * n / (n + 2.0))
         if HAS_ROW_ADD:
             y = y + tl.load(RowAdd + (row // rows_per_sequence) * width + col, mask=inside, other=0.0).to(tl.float32)
+        if HAS_RESIDUAL:
+            y = y + tl.load(Residual + at, mask=inside, other=0.0).to(tl.float32)
         tl.store(Out + at, y.to(Out.dtype.element_ty), mask=inside)
