@@ -11,7 +11,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 KINDS = (("gemm", ("gemm", "cutlass", "xmma", "cublas", "matmul", "nvjet", "gemv")),
-         ("attention", ("fmha", "attention", "flash", "efficient", "_decode_kernel", "_chunk_kernel")),
+         ("attention", ("fmha", "attention", "flash", "efficient", "_decode_kernel")),
          ("conv", ("conv", "cudnn", "implicit")))
 
 

@@ -32,7 +32,7 @@ def causal_windows(x: Tensor, size: int, past: Tensor | None = None) -> Tensor:
     x = x.contiguous()
     out = x.new_empty(batch, frames, size * channels)
     if past is not None:
-        past = past.to(x.dtype).contiguous()
+        past = past.to(x.dtype).contiguous()  # a voice prefix's is a strided view of its packed step: a tiny copy
     grid = (triton.cdiv(frames, _FRAMES_PER_PROGRAM), batch)
     _windows_kernel[grid](
         x, x if past is None else past, out, frames, channels, max(batch // 2, 1),
