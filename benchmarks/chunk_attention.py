@@ -31,16 +31,16 @@ def main() -> None:
     print("|---" * (5 + len(CONFIGS)) + "|")
     g = torch.Generator(device="cuda").manual_seed(0)
     for rows, frames, prefix, streaming in SHAPES:
-        # [B, T, H, d] underneath, as the estimator's q/k/v views are
-        q, k, v = (torch.randn(rows, n, 8, 64, device="cuda", generator=g).half().transpose(1, 2)
-                   for n in (frames, prefix + frames, prefix + frames))
+        # [B, T, H, d] underneath, as the estimator's q/k/v views are; a prefix per half of the rows
+        q, k, v = (torch.randn(rows, frames, 8, 64, device="cuda", generator=g).half().transpose(1, 2) for _ in range(3))
+        past = tuple(torch.randn(2, 2, 8, prefix, 64, device="cuda", generator=g).half().unbind(0)) if prefix else None
         valid = torch.ones(rows, frames, dtype=torch.bool, device="cuda")
         dense, mask = DenseMask(valid, 50, streaming, prefix, torch.half), ChunkMask(valid, 50, streaming)
-        expected = dense.attend(q, k, v)
-        cells = [f"{1000 * do_bench_cudagraph(lambda: dense.attend(q, k, v)):.0f}"]
+        expected = dense.attend(q, k, v, past)
+        cells = [f"{1000 * do_bench_cudagraph(lambda: dense.attend(q, k, v, past)):.0f}"]
         for config in CONFIGS:
             def run(config: LaunchConfig = config) -> torch.Tensor:
-                return chunk_attention(q, k, v, mask.valid, mask.key_end, mask.streaming, mask.chunk_size, config)
+                return chunk_attention(q, k, v, mask.valid, mask.key_end, mask.streaming, mask.chunk_size, past, config)
             error = (run().float() - expected.float()).abs().max().item()
             cells.append(f"{1000 * do_bench_cudagraph(run):.0f} ({error:.0e})")
         print(f"| {rows} | {frames} | {prefix} | {streaming} | " + " | ".join(cells) + " |")

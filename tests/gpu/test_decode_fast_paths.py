@@ -69,19 +69,23 @@ def test_triton_layer_norm_matches_torch(dtype, tol, width) -> None:
 
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
-@pytest.mark.parametrize("prefix_frames", [0, 100])
+@pytest.mark.parametrize("prefix_frames", [0, 100, 250])
 def test_chunk_attention_matches_sdpa_with_the_dense_mask(dtype, tol, prefix_frames) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     g = torch.Generator(device="cuda").manual_seed(prefix_frames)
     batch, heads, frames, head_dim = 6, 8, 130, 64
-    shapes = [(batch, heads, frames, head_dim)] + [(batch, heads, prefix_frames + frames, head_dim)] * 2
-    q, k, v = (torch.randn(shape, device="cuda", generator=g).to(dtype) for shape in shapes)
+    q, k, v = (torch.randn(batch, heads, frames, head_dim, device="cuda", generator=g).to(dtype) for _ in range(3))
+    past = None
+    if prefix_frames:  # keys and values per half of the rows, unbound from one step's packed tensor as PrefixReader does
+        past = tuple(torch.randn(2, 2, heads, prefix_frames, head_dim, device="cuda", generator=g).to(dtype).unbind(0))
     lengths = torch.tensor([130, 1, 63, 64, 101, 130], device="cuda")  # block edges, a one-frame padding row
     valid = torch.arange(frames, device="cuda") < lengths[:, None]
     valid[5, 40:45] = False  # not a length mask: keys are still checked one by one
     for streaming in (torch.tensor([True, False, True, True, False, True], device="cuda"), False, True):
-        expected = DenseMask(valid, 50, streaming, prefix_frames, torch.float32).attend(q.float(), k.float(), v.float())
-        out = ChunkMask(valid, 50, streaming).attend(q, k, v)
+        past32 = None if past is None else tuple(t.float() for t in past)
+        expected = DenseMask(valid, 50, streaming, prefix_frames, torch.float32).attend(
+            q.float(), k.float(), v.float(), past32)
+        out = ChunkMask(valid, 50, streaming).attend(q, k, v, past)
         assert out.dtype == dtype and torch.isfinite(out).all()
         err = ((out.float() - expected).norm() / expected.norm()).item()
         assert err < tol, (streaming, err)
@@ -323,11 +327,16 @@ def test_hift_graphs_equal_eager_with_padding_rows_and_frames() -> None:
 
 
 @pytest.mark.parametrize("channels", [320, 512, 80])
-@pytest.mark.parametrize("with_past", [False, True], ids=["zeros", "prefix"])
-def test_causal_windows_copy_what_torch_concatenates(channels: int, with_past: bool) -> None:
+@pytest.mark.parametrize("past_kind", ["zeros", "prefix", "packed prefix"])
+def test_causal_windows_copy_what_torch_concatenates(channels: int, past_kind: str) -> None:
     g = torch.Generator(device="cuda").manual_seed(channels)
     x = torch.randn(4, 37, channels, device="cuda", generator=g).half()  # 37 frames: a ragged last block
-    past = torch.randn(2, 2, channels, device="cuda", generator=g).half() if with_past else None
+    past = None if past_kind == "zeros" else torch.randn(2, 2, channels, device="cuda", generator=g).half()
+    if past_kind == "packed prefix":  # a strided view, as PrefixReader hands out of a step's packed contexts
+        packed = torch.randn(2, 7 + 3 * channels, device="cuda", generator=g).half()
+        packed[:, 7:7 + 2 * channels] = past.flatten(1)
+        past = packed[:, 7:7 + 2 * channels].view(2, 2, channels)
+        assert not past.is_contiguous()
     windows = causal_windows(x, 3, past)
     assert torch.equal(windows, causal_windows_reference(x, 3, past))  # copies: exactly equal
     assert torch.equal(causal_windows(x[:, :1], 3, past), causal_windows_reference(x[:, :1], 3, past))  # one frame

@@ -104,9 +104,7 @@ class SelfAttention(nn.Module):
         batch, length, _ = x.shape
         heads = (batch, length, self.num_heads, self.head_dim)
         q, k, v = (part.view(heads).transpose(1, 2) for part in self.to_qkv.split(x))
-        if prefix is not None:
-            k, v = prefix.keys_values(k, v)
-        out = mask.attend(q, k, v)
+        out = mask.attend(q, k, v, None if prefix is None else prefix.past_keys_values(k, v))
         return self.to_out[0](out.transpose(1, 2).reshape(batch, length, -1))
 
 
@@ -134,8 +132,19 @@ class DenseMask:
                                  visible.expand(-1, frames, -1)], dim=2)
         self.bias = torch.zeros_like(visible, dtype=dtype).masked_fill_(~visible, float("-inf"))
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, past: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """q, k, v ``[B, H, T, d]``; ``past``: a prefix's keys and values, ``[2, H, P, d]`` each,
+        one per half of the rows, put in front of theirs."""
+        if past is not None:
+            k, v = _in_front(past[0], k), _in_front(past[1], v)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias.unsqueeze(1))
+
+
+def _in_front(past: Tensor, x: Tensor) -> Tensor:
+    """``x`` ``[2B, H, T, d]`` with ``past`` ``[2, H, P, d]`` (one per half) in front of its frames: one copy."""
+    halves = x.view(2, x.size(0) // 2, *x.shape[1:])
+    joined = torch.cat([past.unsqueeze(1).expand(2, halves.size(1), *past.shape[1:]), halves], dim=3)
+    return joined.view(x.size(0), *joined.shape[2:])
 
 
 class ChunkMask:
@@ -153,5 +162,5 @@ class ChunkMask:
         else:
             self.streaming = torch.full((batch,), int(streaming), dtype=torch.int32, device=valid.device)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        return chunk_attention(q, k, v, self.valid, self.key_end, self.streaming, self.chunk_size)
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, past: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        return chunk_attention(q, k, v, self.valid, self.key_end, self.streaming, self.chunk_size, past)

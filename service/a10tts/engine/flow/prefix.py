@@ -33,8 +33,9 @@ class LayerPrefix(Protocol):
         """The ``context`` frames in front of ``x`` ``[B, T, C]`` for a causal convolution:
         ``[2, context, C]``, one per half of a guided call's rows, or None for zeros."""
 
-    def keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """``[B, H, T, d]`` keys and values with the prefix's in front."""
+    def past_keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The prefix's keys and values that ``k``, ``v`` ``[B, H, T, d]`` continue: ``[2, H, P, d]``
+        each, one per half of a guided call's rows, or None (no prefix in front)."""
 
 
 class PrefixRecorder:
@@ -50,9 +51,9 @@ class PrefixRecorder:
         self.conv.append(x[:, x.size(1) - context:])
         return None
 
-    def keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    def past_keys_values(self, k: Tensor, v: Tensor) -> None:
         self.kv.append((k, v))
-        return k, v
+        return None
 
     def packed(self) -> tuple[Tensor, Tensor]:
         """``kv`` ``[L, 2 (keys, values), 2 (rows), H, P, d]`` and ``conv`` ``[2 (rows), S]``."""
@@ -73,17 +74,9 @@ class PrefixReader:
     def conv_context(self, x: Tensor, context: int) -> Tensor:
         return next(self._conv)  # [2, context, C]
 
-    def keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        past_k, past_v = next(self._kv)  # [2, H, P, d] each
-        return _in_front(past_k, k, dim=2), _in_front(past_v, v, dim=2)
-
-
-def _in_front(past: Tensor, x: Tensor, dim: int) -> Tensor:
-    """``x`` ``[2B, ...]`` with ``past`` ``[2, ...]`` (one per half) in front along ``dim``: one copy."""
-    halves = x.view(2, x.size(0) // 2, *x.shape[1:])
-    past = past.unsqueeze(1).expand(2, halves.size(1), *past.shape[1:])
-    joined = torch.cat([past, halves], dim=dim + 1)
-    return joined.view(x.size(0), *joined.shape[2:])
+    def past_keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        past_k, past_v = next(self._kv).unbind(0)
+        return past_k, past_v
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ dense additive bias: at a loaded Euler step (32 requests x 650 frames, the CFG b
 read a [64, 650, 650] bias for each of the 56 layers and ran over every masked block; attention
 was 38 % of the step on an H100. Here each program stops its loop over keys where the last
 query of its block stops seeing them (the row's last valid frame, or its chunk's end), and reads
-only a per-key valid flag. Online softmax in fp32, as SDPA's fused kernels do.
+only a per-key valid flag. A voice prefix's keys and values are read where they lie, one copy
+for every row of its half of the batch: joining them in front of each row's own took two copies
+per layer, 112 kernels per Euler step. Online softmax in fp32, as SDPA's fused kernels do.
 
 Off CUDA, in fp32, while tracing for ONNX or compiling, callers use SDPA with the dense mask.
 """
@@ -42,25 +44,32 @@ def chunk_attention_usable(x: Tensor, head_dim: int) -> bool:
 
 
 def chunk_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, key_end: Tensor, streaming: Tensor,
-                    chunk_size: int, config: LaunchConfig = DEFAULT_CONFIG) -> Tensor:
-    """Softmax attention of q ``[B, H, T, d]`` over k, v ``[B, H, P + T, d]``, whose first ``P``
-    frames (a prefix) every query sees.
+                    chunk_size: int, past: tuple[Tensor, Tensor] | None = None,
+                    config: LaunchConfig = DEFAULT_CONFIG) -> Tensor:
+    """Softmax attention of q ``[B, H, T, d]`` over k, v ``[B, H, T, d]``, after the keys and
+    values of a prefix, ``past`` ``[2, H, P, d]`` each (one per half of the rows: a guided call's
+    conditional and unconditional rows), which every query sees. The prefix is read where it
+    lies: no copy of it goes in front of each row's keys.
 
-    Of the other keys, query i of row b sees key j when ``valid[b, j]`` (``[B, T]`` int8) and,
+    Of the call's own keys, query i of row b sees key j when ``valid[b, j]`` (``[B, T]`` int8) and,
     if ``streaming[b]`` (``[B]`` int32) and ``chunk_size > 0``, ``j < (i // chunk_size + 1) *
     chunk_size``. ``key_end`` (``[B]`` int32) is one past each row's last valid key: no key at or
     after it is read. Returns ``[B, H, T, d]`` laid out as ``[B, T, H, d]`` (as SDPA's are), so
     that joining the heads is a view, not a copy. A query that sees no key gets zeros.
     """
     batch, heads, frames, head_dim = q.shape
+    if past is not None and batch % 2:
+        raise ValueError(f"a prefix goes in front of the two halves of a guided batch; got {batch} rows")
+    past_k, past_v = past if past is not None else (k, v)
     out = torch.empty(batch, frames, heads, head_dim, dtype=q.dtype, device=q.device).transpose(1, 2)
     grid = (triton.cdiv(frames, config.block_m), batch * heads)
     _chunk_attention_kernel[grid](
-        q, k, v, valid, key_end, streaming, out, head_dim ** -0.5,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        heads, frames, k.size(2) - frames, chunk_size if chunk_size > 0 else frames,
-        HEAD_DIM=head_dim, BLOCK_M=config.block_m, BLOCK_N=config.block_n, num_warps=config.num_warps,
-        num_stages=config.num_stages,
+        q, k, v, past_k, past_v, valid, key_end, streaming, out, head_dim ** -0.5,
+        *q.stride(), *k.stride(), *v.stride(), *past_k.stride(), *past_v.stride(), *out.stride(),
+        heads, frames, past_k.size(2) if past is not None else 0, max(batch // 2, 1),
+        chunk_size if chunk_size > 0 else frames,
+        HEAD_DIM=head_dim, HAS_PAST=past is not None, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
 
@@ -68,11 +77,23 @@ def chunk_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, key_end: Ten
 if HAVE_TRITON:
 
     @triton.jit
+    def _softmax_update(q, k, v, visible, m, total, acc, scale):
+        """One block of keys into the online softmax: the running max, sum and weighted values."""
+        s = tl.where(visible, tl.dot(q, k) * scale, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no key seen yet: keep exp2 finite
+        p = tl.math.exp2(s - m_safe[:, None])
+        alpha = tl.math.exp2(m - m_safe)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        return m_new, total * alpha + tl.sum(p, 1), acc
+
+    @triton.jit
     def _chunk_attention_kernel(
-        Q, K, V, Valid, KeyEnd, Streaming, Out, scale,
-        sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sob, soh, sot, sod,
-        heads, frames, prefix, chunk,
-        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        Q, K, V, PastK, PastV, Valid, KeyEnd, Streaming, Out, scale,
+        sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd,
+        spkb, spkh, spkt, spkd, spvb, spvh, spvt, spvd, sob, soh, sot, sod,
+        heads, frames, prefix, half_rows, chunk,
+        HEAD_DIM: tl.constexpr, HAS_PAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
         block = tl.program_id(0)
         row = tl.program_id(1) // heads
@@ -83,36 +104,37 @@ if HAVE_TRITON:
                     mask=(i < frames)[:, None], other=0.0)
         scale = scale.to(tl.float32) * 1.4426950408889634  # log2(e) folded in: exp2 below
 
-        # The last key any query of this block sees, in the call's own frames
+        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        total = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        if HAS_PAST:  # every query sees all of the prefix of its half of the rows
+            half = row // half_rows
+            k_base = PastK + half * spkb + head * spkh
+            v_base = PastV + half * spvb + head * spvh
+            for start in range(0, prefix, BLOCK_N):
+                n = start + tl.arange(0, BLOCK_N)
+                inside = n < prefix
+                k = tl.load(k_base + n[None, :] * spkt + d[:, None] * spkd, mask=inside[None, :], other=0.0)
+                v = tl.load(v_base + n[:, None] * spvt + d[None, :] * spvd, mask=inside[:, None], other=0.0)
+                m, total, acc = _softmax_update(q, k, v, inside[None, :], m, total, acc, scale)
+
+        # The call's own keys, up to the last one any query of this block sees
         streaming = tl.load(Streaming + row) != 0
         last_query = tl.minimum(block * BLOCK_M + BLOCK_M, frames) - 1
         end = tl.load(KeyEnd + row)
         if streaming:
             end = tl.minimum(end, (last_query // chunk + 1) * chunk)
-        sees_until = tl.where(streaming, (i // chunk + 1) * chunk, frames)  # per query, own frames
-
-        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        total = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        sees_until = tl.where(streaming, (i // chunk + 1) * chunk, frames)  # per query
         k_base = K + row * skb + head * skh
         v_base = V + row * svb + head * svh
-        for start in range(0, prefix + end, BLOCK_N):
+        for start in range(0, end, BLOCK_N):
             n = start + tl.arange(0, BLOCK_N)
-            own = n - prefix  # index among the call's own frames; negative in the prefix
-            inside = n < prefix + end
+            inside = n < end
             k = tl.load(k_base + n[None, :] * skt + d[:, None] * skd, mask=inside[None, :], other=0.0)
-            s = tl.dot(q, k) * scale
-            key_valid = tl.load(Valid + row * frames + own, mask=inside & (own >= 0), other=0) != 0
-            visible = (n < prefix)[None, :] | (key_valid[None, :] & (own[None, :] < sees_until[:, None]))
-            s = tl.where(visible & inside[None, :], s, float("-inf"))
-            m_new = tl.maximum(m, tl.max(s, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no key seen yet: keep exp2 finite
-            p = tl.math.exp2(s - m_safe[:, None])
-            alpha = tl.math.exp2(m - m_safe)
             v = tl.load(v_base + n[:, None] * svt + d[None, :] * svd, mask=inside[:, None], other=0.0)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            total = total * alpha + tl.sum(p, 1)
-            m = m_new
+            key_valid = tl.load(Valid + row * frames + n, mask=inside, other=0) != 0
+            visible = key_valid[None, :] & (n[None, :] < sees_until[:, None])
+            m, total, acc = _softmax_update(q, k, v, visible, m, total, acc, scale)
         out = acc / tl.where(total == 0.0, 1.0, total)[:, None]
         tl.store(Out + row * sob + head * soh + i[:, None] * sot + d[None, :] * sod, out.to(Out.dtype.element_ty),
                  mask=(i < frames)[:, None])

@@ -31,12 +31,12 @@ def causal_windows(x: Tensor, size: int, past: Tensor | None = None) -> Tensor:
     batch, frames, channels = x.shape
     x = x.contiguous()
     out = x.new_empty(batch, frames, size * channels)
-    if past is not None:
-        past = past.to(x.dtype).contiguous()  # a voice prefix's is a strided view of its packed step: a tiny copy
+    has_past = past is not None
+    past = past.to(x.dtype) if has_past else x  # a voice prefix's is a view into its packed step: read in place
     grid = (triton.cdiv(frames, _FRAMES_PER_PROGRAM), batch)
     _windows_kernel[grid](
-        x, x if past is None else past, out, frames, channels, max(batch // 2, 1),
-        SIZE=size, HAS_PAST=past is not None, BLOCK_T=_FRAMES_PER_PROGRAM, BLOCK_C=triton.next_power_of_2(channels),
+        x, past, out, frames, channels, max(batch // 2, 1), *past.stride(),
+        SIZE=size, HAS_PAST=has_past, BLOCK_T=_FRAMES_PER_PROGRAM, BLOCK_C=triton.next_power_of_2(channels),
     )
     return out
 
@@ -54,7 +54,7 @@ def causal_windows_reference(x: Tensor, size: int, past: Tensor | None) -> Tenso
 if HAVE_TRITON:
 
     @triton.jit
-    def _windows_kernel(X, Past, Out, frames, channels, half_rows,
+    def _windows_kernel(X, Past, Out, frames, channels, half_rows, spr, spt, spc,
                         SIZE: tl.constexpr, HAS_PAST: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
         row = tl.program_id(1)
         t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)[:, None]
@@ -64,7 +64,7 @@ if HAVE_TRITON:
             source = t + k - (SIZE - 1)  # the input frame at window slot k; negative: in front
             value = tl.load(X + (row * frames + source) * channels + c, mask=inside & (source >= 0), other=0.0)
             if HAS_PAST:
-                before = tl.load(Past + ((row // half_rows) * (SIZE - 1) + SIZE - 1 + source) * channels + c,
+                before = tl.load(Past + (row // half_rows) * spr + (SIZE - 1 + source) * spt + c * spc,
                                  mask=inside & (source < 0), other=0.0)
                 value = tl.where(source < 0, before, value)
             tl.store(Out + ((row * frames + t) * SIZE + k) * channels + c, value, mask=inside)

@@ -65,11 +65,13 @@ def _launch(x: Tensor, delta: Tensor | None, norm: nn.LayerNorm, mish: bool = Fa
     x = x.contiguous()
     total = torch.empty_like(x) if delta is not None else x
     out = torch.empty_like(x)
+    if row_add is not None and row_add.stride(-1) != 1:
+        row_add = row_add.contiguous()  # rows may lie apart (a view into all resnets' time projections), not columns
     grid = (triton.cdiv(rows, _ROWS_PER_PROGRAM),)
     _layer_norm_kernel[grid](
         x, x if delta is None else delta.contiguous(), norm.weight, norm.bias, total, out,
-        x if row_add is None else row_add.contiguous(), x if residual is None else residual.contiguous(),
-        rows, width, max(rows // max(x.size(0), 1), 1), norm.eps,
+        x if row_add is None else row_add, x if residual is None else residual.contiguous(),
+        rows, width, max(rows // max(x.size(0), 1), 1), width if row_add is None else row_add.stride(0), norm.eps,
         BLOCK_ROWS=_ROWS_PER_PROGRAM, BLOCK_N=triton.next_power_of_2(width), HAS_DELTA=delta is not None,
         MISH=mish, HAS_ROW_ADD=row_add is not None, HAS_RESIDUAL=residual is not None,
     )
@@ -79,7 +81,8 @@ def _launch(x: Tensor, delta: Tensor | None, norm: nn.LayerNorm, mish: bool = Fa
 if HAVE_TRITON:
 
     @triton.jit
-    def _layer_norm_kernel(X, Delta, W, B, Total, Out, RowAdd, Residual, rows, width, rows_per_sequence, eps,
+    def _layer_norm_kernel(X, Delta, W, B, Total, Out, RowAdd, Residual, rows, width, rows_per_sequence,
+                           row_add_stride, eps,
                            BLOCK_ROWS: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DELTA: tl.constexpr,
                            MISH: tl.constexpr, HAS_ROW_ADD: tl.constexpr, HAS_RESIDUAL: tl.constexpr):
         row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]
@@ -102,7 +105,7 @@ if HAVE_TRITON:
             n = e * (e + 2.0)
             y = tl.where(y > 20.0, y, y * n / (n + 2.0))
         if HAS_ROW_ADD:
-            y = y + tl.load(RowAdd + (row // rows_per_sequence) * width + col, mask=inside, other=0.0).to(tl.float32)
+            y = y + tl.load(RowAdd + (row // rows_per_sequence) * row_add_stride + col, mask=inside, other=0.0).to(tl.float32)
         if HAS_RESIDUAL:
             y = y + tl.load(Residual + at, mask=inside, other=0.0).to(tl.float32)
         tl.store(Out + at, y.to(Out.dtype.element_ty), mask=inside)
