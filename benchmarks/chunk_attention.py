@@ -15,7 +15,7 @@ from triton.testing import do_bench_cudagraph
 from a10tts.engine.flow.attention import ChunkMask, DenseMask
 from a10tts.engine.kernels.chunk_attention import LaunchConfig, chunk_attention
 
-CONFIGS = [LaunchConfig(64, 64, 4, 2), LaunchConfig(64, 64, 4, 3), LaunchConfig(128, 64, 8, 2),
+CONFIGS = [LaunchConfig(64, 64, 4, 3), LaunchConfig(64, 64, 4, 2), LaunchConfig(128, 64, 8, 2),
            LaunchConfig(128, 64, 4, 2), LaunchConfig(64, 32, 4, 2), LaunchConfig(32, 64, 4, 2),
            LaunchConfig(128, 32, 8, 2), LaunchConfig(64, 128, 4, 2), LaunchConfig(16, 64, 4, 2),
            LaunchConfig(32, 32, 2, 2)]

@@ -87,13 +87,21 @@ def setup_logging(spec: StageSpec) -> None:
 
 
 def device_of(spec: StageSpec) -> torch.device:
-    """The stage's compute device. On the CPU, the stage processes share the cores: torch's
-    default of one thread per core in every process oversubscribes them many times over."""
+    """The stage's compute device, and its share of the host's cores for torch's CPU work.
+
+    On the CPU the stage processes share the cores: torch's default of one thread per core in
+    every process oversubscribes them many times over. On CUDA a stage's host work is small
+    (PCM conversion, joins, copies), and one thread does it: torch's pool of one thread per core
+    spins after each parallel op, in every stage process, on the cores that the LM's loop and the
+    HTTP workers' event loops wait for (the hop from the decode stage to the client took 11 ms at
+    one stream and ~60 ms at 16-32 with it, 1-5 ms without, on an H100 host: docs/benchmarks.md).
+    """
     device = resolve_device(spec.config.model.device)
     if device.type == "cpu":
         processes = sum(spec.counts.get(stage, 1) for stage in ("encode", "llm", "decode"))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
     else:
+        torch.set_num_threads(1)
         # cuDNN attention plans per input shape, and the eager LM prefill and flow encoder see a
         # new shape on most requests: the plan is then built on the request's critical path
         # (benchmarks/new_shapes.py). The other SDPA kernels need no per-shape set-up.

@@ -31,10 +31,11 @@ class LaunchConfig(NamedTuple):
     block_m: int = 64  # queries per program
     block_n: int = 64  # keys per loop step
     num_warps: int = 4
-    num_stages: int = 2
+    num_stages: int = 3
 
 
-# The fastest of ten configurations on an H100 at the served shapes (benchmarks/chunk_attention.py)
+# The fastest of ten configurations on an H100 at the served shapes, with the prefix read in place
+# (benchmarks/chunk_attention.py; docs/benchmarks.md)
 DEFAULT_CONFIG = LaunchConfig()
 
 
