@@ -78,8 +78,11 @@ def chunk_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, key_end: Ten
 if HAVE_TRITON:
 
     @triton.jit
-    def _softmax_update(q, k, v, visible, m, total, acc, scale):
-        """One block of keys into the online softmax: the running max, sum and weighted values."""
+    def _attend_block(q, k_base, v_base, n, d, skt, skd, svt, svd, inside, visible, m, total, acc, scale):
+        """Keys ``n`` (those ``inside`` the range) into the online softmax of the queries that see
+        them (``visible``): the running max, sum and weighted values."""
+        k = tl.load(k_base + n[None, :] * skt + d[:, None] * skd, mask=inside[None, :], other=0.0)
+        v = tl.load(v_base + n[:, None] * svt + d[None, :] * svd, mask=inside[:, None], other=0.0)
         s = tl.where(visible, tl.dot(q, k) * scale, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no key seen yet: keep exp2 finite
@@ -115,9 +118,8 @@ if HAVE_TRITON:
             for start in range(0, prefix, BLOCK_N):
                 n = start + tl.arange(0, BLOCK_N)
                 inside = n < prefix
-                k = tl.load(k_base + n[None, :] * spkt + d[:, None] * spkd, mask=inside[None, :], other=0.0)
-                v = tl.load(v_base + n[:, None] * spvt + d[None, :] * spvd, mask=inside[:, None], other=0.0)
-                m, total, acc = _softmax_update(q, k, v, inside[None, :], m, total, acc, scale)
+                m, total, acc = _attend_block(q, k_base, v_base, n, d, spkt, spkd, spvt, spvd, inside,
+                                              inside[None, :], m, total, acc, scale)
 
         # The call's own keys, up to the last one any query of this block sees
         streaming = tl.load(Streaming + row) != 0
@@ -131,11 +133,10 @@ if HAVE_TRITON:
         for start in range(0, end, BLOCK_N):
             n = start + tl.arange(0, BLOCK_N)
             inside = n < end
-            k = tl.load(k_base + n[None, :] * skt + d[:, None] * skd, mask=inside[None, :], other=0.0)
-            v = tl.load(v_base + n[:, None] * svt + d[None, :] * svd, mask=inside[:, None], other=0.0)
             key_valid = tl.load(Valid + row * frames + n, mask=inside, other=0) != 0
             visible = key_valid[None, :] & (n[None, :] < sees_until[:, None])
-            m, total, acc = _softmax_update(q, k, v, visible, m, total, acc, scale)
+            m, total, acc = _attend_block(q, k_base, v_base, n, d, skt, skd, svt, svd, inside, visible,
+                                          m, total, acc, scale)
         out = acc / tl.where(total == 0.0, 1.0, total)[:, None]
         tl.store(Out + row * sob + head * soh + i[:, None] * sot + d[None, :] * sod, out.to(Out.dtype.element_ty),
                  mask=(i < frames)[:, None])
