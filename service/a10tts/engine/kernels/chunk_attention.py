@@ -91,7 +91,10 @@ if HAVE_TRITON:
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         return m_new, total * alpha + tl.sum(p, 1), acc
 
-    @triton.jit
+    # Not specialized on the sizes that vary per call (Triton compiles a variant per value class:
+    # 1, multiples of 16, others): each variant's first use compiled for ~1.5 s inside a served
+    # decode step, a stall for every request waiting on it (docs/benchmarks.md).
+    @triton.jit(do_not_specialize=["frames", "prefix", "half_rows", "chunk"])
     def _chunk_attention_kernel(
         Q, K, V, PastK, PastV, Valid, KeyEnd, Streaming, Out, scale,
         sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd,

@@ -53,7 +53,7 @@ def causal_windows_reference(x: Tensor, size: int, past: Tensor | None) -> Tenso
 
 if HAVE_TRITON:
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["frames", "half_rows"])  # one variant for every call: see chunk_attention
     def _windows_kernel(X, Past, Out, frames, channels, half_rows, spr, spt, spc,
                         SIZE: tl.constexpr, HAS_PAST: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
         row = tl.program_id(1)
