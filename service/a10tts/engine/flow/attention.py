@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from a10tts.engine.flow.masks import attention_mask
 from a10tts.engine.flow.prefix import LayerPrefix
 from a10tts.engine.fused_linear import fuse_linears
+from a10tts.engine.kernels import in_front_of_halves
 from a10tts.engine.kernels.chunk_attention import chunk_attention, chunk_attention_usable
 
 
@@ -136,15 +137,8 @@ class DenseMask:
         """q, k, v ``[B, H, T, d]``; ``past``: a prefix's keys and values, ``[2, H, P, d]`` each,
         one per half of the rows, put in front of theirs."""
         if past is not None:
-            k, v = _in_front(past[0], k), _in_front(past[1], v)
+            k, v = in_front_of_halves(past[0], k, dim=2), in_front_of_halves(past[1], v, dim=2)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias.unsqueeze(1))
-
-
-def _in_front(past: Tensor, x: Tensor) -> Tensor:
-    """``x`` ``[2B, H, T, d]`` with ``past`` ``[2, H, P, d]`` (one per half) in front of its frames: one copy."""
-    halves = x.view(2, x.size(0) // 2, *x.shape[1:])
-    joined = torch.cat([past.unsqueeze(1).expand(2, halves.size(1), *past.shape[1:]), halves], dim=3)
-    return joined.view(x.size(0), *joined.shape[2:])
 
 
 class ChunkMask:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from a10tts.engine.kernels import HAVE_TRITON, runs_triton
+from a10tts.engine.kernels import HAVE_TRITON, in_front_of_halves, runs_triton
 
 if HAVE_TRITON:
     import triton
@@ -42,12 +42,8 @@ def causal_windows(x: Tensor, size: int, past: Tensor | None = None) -> Tensor:
 
 
 def causal_windows_reference(x: Tensor, size: int, past: Tensor | None) -> Tensor:
-    batch, frames, channels = x.shape
-    if past is None:
-        padded = F.pad(x, (0, 0, size - 1, 0))
-    else:
-        in_front = past.to(x.dtype).unsqueeze(1).expand(2, batch // 2, size - 1, channels)
-        padded = torch.cat([in_front.reshape(batch, size - 1, channels), x], dim=1)
+    frames = x.size(1)
+    padded = F.pad(x, (0, 0, size - 1, 0)) if past is None else in_front_of_halves(past.to(x.dtype), x, dim=1)
     return torch.cat([padded[:, k : k + frames] for k in range(size)], dim=2)
 
 
