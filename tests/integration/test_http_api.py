@@ -243,6 +243,21 @@ def test_bench_measures_the_service_end_to_end(service: Service, tmp_path) -> No
     assert cli.main(["bench", "--url", service.url, "--warmup-concurrency", "0"]) == 2
 
 
+def test_bench_ramp_up_staggers_the_clients_and_measures_after_it(service: Service, tmp_path) -> None:
+    """`--ramp-up`: each client first sends one unmeasured request, the clients starting spread
+    over the ramp; only the requests after it are in the statistics."""
+    out = tmp_path / "ramp.json"
+    before = read_totals(service.url)["encode"][1]
+    code = cli.main(["bench", "--url", service.url, "--concurrency", "2", "--requests", "2", "--warmup", "0",
+                     "--ramp-up", "0.5", "--num-tokens", "20", "--lang", "en", "--json", str(out)])
+    assert code == 0
+    run = json.loads(out.read_text())
+    assert run["meta"]["ramp_up_s"] == 0.5
+    assert [(level["requests"], level["errors"]) for level in run["levels"]] == [(2, 0)]
+    assert read_totals(service.url)["encode"][1] - before == 4  # the server saw the 2 ramp requests too
+    assert cli.main(["bench", "--url", service.url, "--ramp-up", "-1"]) == 2
+
+
 BAD_INPUTS = {
     "unreadable audio": (zero_shot() | {"files": {"prompt_wav": ("p.wav", b"RIFF garbage", "audio/wav")}}, 400,
                          "invalid_audio"),

@@ -115,16 +115,29 @@ async def one_request(client: httpx.AsyncClient, target: Target, lang: str, text
 
 async def run_level(target: Target, prompts: dict[str, Prompt], concurrency: int, requests: int,
                     langs: tuple[str, ...], on_done: Callable[[Sample], None] | None = None,
-                    timeout: float = 600.0) -> tuple[list[Sample], float]:
-    """Send `requests` requests with `concurrency` in flight; returns the samples and wall time."""
-    jobs = itertools.islice(itertools.cycle([(lang, s) for lang in langs for s in SENTENCES[lang]]), requests)
+                    timeout: float = 600.0, ramp_up_s: float = 0.0) -> tuple[list[Sample], float]:
+    """Send `requests` requests with `concurrency` in flight; returns the samples and the wall
+    time from the first measured request to the last.
+
+    With ``ramp_up_s`` the clients start evenly spread over that many seconds, as listeners
+    arrive, instead of all at once; each one's first request, sent while the load still builds,
+    is not measured.
+    """
+    jobs = list(itertools.islice(itertools.cycle([(lang, s) for lang in langs for s in SENTENCES[lang]]),
+                                 max(requests, concurrency)))
     queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-    for job in jobs:
+    for job in jobs[:requests]:
         queue.put_nowait(job)
     samples: list[Sample] = []
+    measured_from: list[float] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-        async def client_loop() -> None:
+        async def client_loop(index: int) -> None:
+            if ramp_up_s:
+                await asyncio.sleep(index * ramp_up_s / concurrency)
+                lang, text = jobs[index]
+                await one_request(client, target, lang, text, prompts[lang], concurrency)
+            measured_from.append(time.perf_counter())
             while not queue.empty():
                 lang, text = queue.get_nowait()
                 sample = await one_request(client, target, lang, text, prompts[lang], concurrency)
@@ -132,7 +145,6 @@ async def run_level(target: Target, prompts: dict[str, Prompt], concurrency: int
                 if on_done:
                     on_done(sample)
 
-        start = time.perf_counter()
-        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
+        await asyncio.gather(*(client_loop(index) for index in range(concurrency)))
+        wall = time.perf_counter() - min(measured_from)
     return samples, wall

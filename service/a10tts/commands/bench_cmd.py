@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup-concurrency", type=int, default=1, metavar="N",
                         help="warm-up requests in flight at once (default 1); as many as the largest level "
                         "lets a server that captures CUDA graphs per batch size on first use do so unmeasured")
+    parser.add_argument("--ramp-up", type=float, default=0.0, metavar="SECONDS",
+                        help="start each level's clients evenly over this many seconds, as listeners arrive, "
+                        "each with one unmeasured request first (default 0: all at once, a burst)")
     parser.add_argument("--lang", choices=("en", "zh", "both"), default="both")
     parser.add_argument("--no-stream", dest="stream", action="store_false", help="non-streaming requests")
     parser.add_argument("--num-tokens", type=int, help="a10tts only: fix the speech tokens per request "
@@ -83,6 +86,9 @@ def _bench(args: argparse.Namespace) -> int:
     if any(c < 1 for c in [*args.concurrency, args.warmup_concurrency]):
         print("a10tts bench: --concurrency and --warmup-concurrency values must be >= 1", file=sys.stderr)
         return 2
+    if args.ramp_up < 0:
+        print(f"a10tts bench: --ramp-up must be >= 0 seconds, got {args.ramp_up:g}", file=sys.stderr)
+        return 2
     target = Target(args.url.rstrip("/"), args.api, args.stream, args.voice, args.num_tokens, args.api_key)
     langs = ("en", "zh") if args.lang == "both" else (args.lang,)
     voices = prompts()
@@ -113,7 +119,7 @@ def _bench(args: argparse.Namespace) -> int:
             task = progress.add_task(f"concurrency {concurrency}", total=count)
             before = read_totals(target.url, target.headers)
             level, wall = asyncio.run(run_level(target, voices, concurrency, count, langs,
-                                                lambda s: progress.advance(task)))
+                                                lambda s: progress.advance(task), ramp_up_s=args.ramp_up))
             if lengths_ignored(level):
                 return 1
             phases = mean_ms(before, read_totals(target.url, target.headers))
@@ -121,6 +127,7 @@ def _bench(args: argparse.Namespace) -> int:
             levels.append(LevelStats.of(args.label, concurrency, level, wall, phases))
     _report(args, levels)
     meta = {"url": target.url, "api": args.api, "stream": args.stream, "num_tokens": args.num_tokens,
+            "ramp_up_s": args.ramp_up,
             "label": args.label, "langs": list(langs), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "client_host": platform.node()}
     if args.json:

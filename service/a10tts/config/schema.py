@@ -74,8 +74,8 @@ class LLMConfig(Section):
     )
     stream_buffer_seconds: float = Field(
         0.0, ge=0, le=60,
-        description="Once a streaming request has its first chunk's tokens, the LM sits it out while its tokens' "
-        "audio is more than this many seconds ahead of the listener, then runs it one chunk further ahead, "
+        description="Once a streaming request has its first chunk's tokens, the LM sits it out while the audio "
+        "of its complete chunks is more than this many seconds ahead of the listener, then runs its next chunk, "
         "leaving GPU time to the decode stage; 0 = as fast as it can.",
     )
     stream_first_chunk_hold_ms: float = Field(

@@ -49,11 +49,6 @@ def aligned_first_hop(prompt_tokens: int, first_hop: int) -> int:
     return math.ceil((prompt_tokens + first_hop) / first_hop) * first_hop - prompt_tokens
 
 
-def first_chunk_tokens(prompt_tokens: int, first_hop: int, lookahead: int) -> int:
-    """Speech tokens a streamed request needs before its first chunk can be vocoded."""
-    return aligned_first_hop(prompt_tokens, first_hop) + lookahead
-
-
 def longest_streamed_chunk_frames(first_hop_tokens: int, lookahead: int, mel_per_token: int) -> int:
     """Mel frames of the longest HiFT input of a streamed chunk (``ChunkPlan``): the
     cached frames and the new frames of a hop (at most ``MAX_HOP_TOKENS`` tokens, a first hop at
@@ -77,14 +72,22 @@ class ChunkPlan:
     def __post_init__(self) -> None:
         self.hop = self.first_hop
 
+    @property
+    def next_end(self) -> int:
+        """Tokens the next streamed chunk needs (look-ahead included); a segment's final chunk
+        takes whatever it has once the segment ends."""
+        return self.offset + self._next_hop() + self.lookahead
+
+    def _next_hop(self) -> int:
+        return aligned_first_hop(self.prompt_tokens, self.first_hop) if self.offset == 0 else self.hop
+
     def next_chunk(self, available: int, finished: bool) -> Chunk | None:
         """The next chunk to synthesise, or None while more tokens are needed."""
         if self.done:
             return None
-        hop = aligned_first_hop(self.prompt_tokens, self.first_hop) if self.offset == 0 else self.hop
-        if available - self.offset >= hop + self.lookahead:
-            chunk = Chunk(end=self.offset + hop + self.lookahead, offset=self.offset, finalize=False)
-            self.offset += hop
+        if available >= self.next_end:
+            chunk = Chunk(end=self.next_end, offset=self.offset, finalize=False)
+            self.offset += self._next_hop()
             self.hop = min(MAX_HOP_TOKENS, self.hop * HOP_GROWTH)
             return chunk
         if finished:

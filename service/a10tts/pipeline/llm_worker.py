@@ -28,7 +28,7 @@ from a10tts.engine.kv_cache import KVCache
 from a10tts.engine.llm import CosyVoice2LM
 from a10tts.engine.model_dir import ModelDir
 from a10tts.engine.sampling import make_generator
-from a10tts.engine.streaming import first_chunk_tokens
+from a10tts.engine.streaming import ChunkPlan
 
 from . import decode_worker
 from .first_audio import stamp
@@ -140,13 +140,13 @@ class StepLog:
 
 @dataclass(frozen=True)
 class ChunkShape:
-    """How the decode stage cuts a streamed request's first chunk: the LM paces after it."""
+    """How the decode stage cuts a streamed request into chunks: the LM paces by them."""
 
     first_hop: int
     lookahead: int
 
-    def first_chunk(self, prompt_tokens: int) -> int:
-        return first_chunk_tokens(prompt_tokens, self.first_hop, self.lookahead)
+    def plan(self, prompt_tokens: int) -> ChunkPlan:
+        return ChunkPlan(prompt_tokens, self.first_hop, self.lookahead)
 
 
 class LLMWorker:
@@ -206,17 +206,16 @@ class LLMWorker:
                 generator=make_generator(message.seed),
                 num_tokens=message.num_tokens,
                 stream=message.stream,
+                chunks=self.chunks.plan(len(tensors["prompt_speech_tokens"])) if message.stream else None,
             )
             prompt = {name: tensors[name] for name in PROMPT_TENSORS}
-            first_chunk = self.chunks.first_chunk(len(prompt["prompt_speech_tokens"]))
-            request.first_chunk_tokens = first_chunk
             self.scheduler.add(request)
         except KeyError as exc:
             self.stage.fail(rid, message.reply_to, 500, f"the encode stage sent no {exc} tensor")
         except RequestError as exc:
             self.stage.fail(rid, message.reply_to, exc.status, exc.message)
         else:
-            self.routes[rid] = Route(message, prompt, first_chunk if message.stream else None)
+            self.routes[rid] = Route(message, prompt, request.chunks.next_end if request.chunks else None)
 
     def cancel(self, rid: str) -> None:
         self.scheduler.cancel(rid)

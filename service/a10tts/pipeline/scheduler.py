@@ -12,8 +12,8 @@ segment ends. Each ``step``:
 3. samples one token per row (decode rows in the decode step's CUDA graph) with the request's
    own generator, so a seeded request gives the same tokens alone or in any batch.
 
-With ``stream_buffer_seconds``, streaming requests past their first chunk
-(``LMRequest.first_chunk_tokens``) run just in time and sit out the steps in between, and with
+With ``stream_buffer_seconds``, streaming requests past their first chunk run each chunk
+(``LMRequest.chunks``) just in time and sit out the steps in between, and with
 ``stream_first_chunk_hold`` they pause right after it (``pacing.StreamPacer``): the GPU time the
 LM leaves goes to the decode stage, which shares the GPU. A step with no runnable request is not
 taken (``next_step_in`` says when one will be).
@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -36,6 +36,7 @@ from torch import Tensor
 from a10tts.config import Config
 from a10tts.engine.kv_cache import KVCache
 from a10tts.engine.llm import CosyVoice2LM, TokenBudget
+from a10tts.engine.streaming import ChunkPlan
 
 from .pacing import StreamPacer
 from .stage import RequestError
@@ -73,9 +74,8 @@ class LMRequest:
     generator: torch.Generator
     num_tokens: int | None = None  # fixed tokens per segment (benchmarks)
     stream: bool = False  # paced (SchedulerLimits.stream_buffer_seconds)
-    first_chunk_tokens: int = 0  # a streaming request's tokens before pacing
+    chunks: ChunkPlan | None = None  # a stream's current segment, cut as the decode stage cuts it
     first_chunk_done_at: float | None = None  # scheduler clock
-    catching_up: bool = False  # StreamPacer's state
     segment: int = 0
     slot: int | None = None
     needs_prefill: bool = True
@@ -89,6 +89,13 @@ class LMRequest:
     @property
     def last_segment(self) -> bool:
         return self.segment == len(self.segments) - 1
+
+    @property
+    def vocodable_tokens(self) -> int:
+        """Tokens the decode stage can vocode without more from the LM: earlier segments' and
+        the complete chunks of this one (all of it without ``chunks``)."""
+        earlier = self.emitted - len(self.history)
+        return earlier + (len(self.history) if self.chunks is None else self.chunks.offset)
 
 
 @dataclass(frozen=True)
@@ -129,13 +136,13 @@ class Scheduler:
         """Seconds until ``step`` has something to do: 0 now, None with no request at all."""
         if not self.has_work:
             return None
-        if self._can_admit() or any(r.needs_prefill for r in self.running.values()):
+        if self.waiting or any(r.needs_prefill for r in self.running.values()):
             return 0.0
         now = self.clock()
         return min((self.pacer.wait(r, now) for r in self.running.values()), default=0.0)
 
-    def _can_admit(self) -> bool:
-        return bool(self.waiting) and len(self.running) < self.limits.max_running and self.cache.num_free > 0
+    def _seat_free(self) -> bool:
+        return len(self.running) < self.limits.max_running and self.cache.num_free > 0
 
     def load(self) -> dict[str, float]:
         return {
@@ -203,8 +210,11 @@ class Scheduler:
         return result
 
     def _decode_rows(self, now: float) -> list[LMRequest]:
-        """The running requests this step decodes: those due, and the paced ones that may join them."""
+        """The running requests this step decodes: those due, and the paced ones that may join
+        them; all of them while requests wait for a seat (pacing holds seats longer)."""
         ready = [r for r in self.running.values() if not r.needs_prefill]
+        if self.waiting and not self._seat_free():
+            return ready
         due = [self.pacer.is_due(r, now) for r in ready]
         if not any(due):
             return []
@@ -213,7 +223,7 @@ class Scheduler:
     def _admit(self, result: StepResult) -> None:
         self._steps_since_admission = 0
         tokens = sum(r.prompt_length(r.segment) for r in self.running.values() if r.needs_prefill)
-        while self.waiting and len(self.running) < self.limits.max_running and self.cache.num_free:
+        while self.waiting and self._seat_free():
             request = self.waiting[0]
             length = request.prompt_length(0)
             if tokens and tokens + length > self.limits.prefill_token_budget:
@@ -263,7 +273,8 @@ class Scheduler:
             return
         request.history.append(token)
         request.emitted += 1
-        if request.first_chunk_done_at is None and request.emitted >= request.first_chunk_tokens:
+        completes_a_chunk = request.chunks is not None and request.chunks.next_chunk(len(request.history), False)
+        if completes_a_chunk and request.first_chunk_done_at is None:
             request.first_chunk_done_at = self.clock()
         if len(request.history) >= request.budgets[request.segment].max_tokens:
             self._end_segment(request, [token], result)
@@ -271,6 +282,8 @@ class Scheduler:
             result.outputs.append(TokenOutput(request.request_id, request.segment, [token], False, False))
 
     def _end_segment(self, request: LMRequest, tokens: list[int], result: StepResult) -> None:
+        if request.first_chunk_done_at is None:  # a first segment shorter than a chunk is one
+            request.first_chunk_done_at = self.clock()
         done = request.last_segment
         result.outputs.append(TokenOutput(request.request_id, request.segment, tokens, True, done))
         self.cache.free(request.slot)
@@ -279,6 +292,8 @@ class Scheduler:
             return
         request.segment += 1
         request.history = []
+        if request.chunks is not None:
+            request.chunks = replace(request.chunks, offset=0, done=False)
         request.slot = self.cache.allocate()  # the slot just freed: the next segment starts afresh
         request.needs_prefill = True
 

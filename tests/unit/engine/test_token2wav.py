@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from a10tts.engine.frontend import PromptFeatures
 from a10tts.engine.model_dir import ModelDir
-from a10tts.engine.streaming import Chunk, ChunkPlan, first_chunk_tokens
+from a10tts.engine.streaming import Chunk, ChunkPlan
 from a10tts.engine.token2wav import Token2Wav
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
@@ -96,10 +96,12 @@ def test_only_hops_of_whole_attention_chunks_are_padded() -> None:
 
 @pytest.mark.parametrize("prompt_tokens", [0, 1, 24, 25, 27, 125])
 @pytest.mark.parametrize("first_hop", [10, 15, 25])
-def test_first_chunk_tokens_is_what_the_plan_waits_for(prompt_tokens: int, first_hop: int) -> None:
-    """The LM paces a streaming request after this many tokens: exactly its first chunk."""
-    needed = first_chunk_tokens(prompt_tokens, first_hop, lookahead=3)
+def test_next_end_is_what_the_plan_waits_for(prompt_tokens: int, first_hop: int) -> None:
+    """The LM paces a streaming request by its chunks' ends (``next_end``): exactly what the
+    decode stage waits for, hop after hop."""
     plan = ChunkPlan(prompt_tokens=prompt_tokens, first_hop=first_hop)
-    assert plan.next_chunk(needed - 1, finished=False) is None
-    assert plan.next_chunk(needed, finished=False) == Chunk(end=needed, offset=0, finalize=False)
+    for _ in range(5):
+        needed, offset = plan.next_end, plan.offset
+        assert plan.next_chunk(needed - 1, finished=False) is None
+        assert plan.next_chunk(needed, finished=False) == Chunk(end=needed, offset=offset, finalize=False)
 

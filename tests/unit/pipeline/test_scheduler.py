@@ -8,6 +8,7 @@ import torch
 from a10tts.engine.llm import CosyVoice2LM, TokenBudget
 from a10tts.engine.model_dir import ModelDir
 from a10tts.engine.sampling import make_generator
+from a10tts.engine.streaming import ChunkPlan
 from a10tts.pipeline.scheduler import LMRequest, Scheduler, SchedulerLimits, TokenOutput
 from a10tts.pipeline.stage import RequestError
 
@@ -221,13 +222,15 @@ def paced_scheduler(model: CosyVoice2LM, clock: FakeClock, interval: int = 1) ->
     return Scheduler(model, model.new_kv_cache(num_slots=8, capacity=256), limits, clock=clock)
 
 
-def streaming_request(request_id: str, num_tokens: int = 80) -> LMRequest:
-    request = make_request(request_id, num_tokens=num_tokens)
-    request.stream, request.first_chunk_tokens = True, 25  # one second of audio
+def streaming_request(request_id: str, num_tokens: int = 200, segments: int = 1) -> LMRequest:
+    request = make_request(request_id, num_tokens=num_tokens, segments=segments)
+    # chunks end at 28, 78 and 178 tokens (hops of 25, 50, 100 and 3 of look-ahead), and so
+    # hold 1, 3 and 7 s of audio
+    request.stream, request.chunks = True, ChunkPlan(prompt_tokens=25, first_hop=25, lookahead=3)
     return request
 
 
-def test_streaming_requests_run_just_in_time_after_their_first_chunk(model: CosyVoice2LM) -> None:
+def test_streaming_requests_run_chunk_by_chunk_just_in_time(model: CosyVoice2LM) -> None:
     clock = FakeClock()
     scheduler = paced_scheduler(model, clock)
     scheduler.add(streaming_request("s"))
@@ -239,20 +242,22 @@ def test_streaming_requests_run_just_in_time_after_their_first_chunk(model: Cosy
             for out in scheduler.step().outputs:
                 tokens[out.request_id] += out.tokens
 
-    steps(50)
-    # 25 tokens are 1.0 s ahead of the listener: "s" is not due before 0.5 s, but joins the steps
-    # taken for "b" until it is 1.5 s ahead (38 tokens: 1.52 s).
-    assert (len(tokens["s"]), len(tokens["b"])) == (38, 45)
-    assert scheduler.next_step_in() == pytest.approx(1.52 - 0.5)
-    clock.now += 1.1  # 0.42 s ahead: due, and it catches up until 1.5 s ahead
-    steps(40)
-    assert len(tokens["s"]) == 65  # 65 / 25 - 1.1 = 1.5
-    assert scheduler.next_step_in() == pytest.approx(1.0)
+    steps(60)
+    # The first chunk (28 tokens) holds 1.0 s of audio: "s" is not due before 0.5 s, but joins
+    # the steps taken for "b", which would take it to its second chunk's 78 tokens.
+    assert (len(tokens["s"]), len(tokens["b"])) == (45, 45)
+    assert scheduler.next_step_in() == pytest.approx(0.5)
+    clock.now += 0.6  # 0.4 s of audio left: due, and it runs until the second chunk is whole
+    steps(60)
+    assert len(tokens["s"]) == 78 and scheduler.next_step_in() == pytest.approx(3.0 - 0.6 - 0.5)
+    clock.now += 2.5  # 0.4 s left again: the third chunk, a hop of 100 tokens, in one burst
+    steps(150)
+    assert len(tokens["s"]) == 178 and scheduler.next_step_in() == pytest.approx(7.0 - 3.1 - 0.5)
     clock.now += 10
-    steps(20)
-    assert len(tokens["s"]) == 80 and not scheduler.has_work
+    steps(30)
+    assert len(tokens["s"]) == 200 and not scheduler.has_work
     unpaced = make_scheduler(model)
-    unpaced.add(make_request("s", num_tokens=80))
+    unpaced.add(make_request("s", num_tokens=200))
     assert segment_tokens(run(unpaced)["s"])[0] == tokens["s"]  # pacing changes when, not what
 
 
@@ -264,12 +269,25 @@ def test_paced_requests_fall_into_step_with_each_other(model: CosyVoice2LM) -> N
         scheduler.add(streaming_request(request_id))
         while scheduler.next_step_in() == 0:
             scheduler.step()
-    # "early" rode along with "late"'s first chunk; "late" is due first, at 100.8 s
-    assert scheduler.next_step_in() == pytest.approx(0.5)
-    clock.now += 0.51
+    # "early" rode along with "late"'s first chunk, but its audio runs low first, at 100.5 s
+    assert scheduler.next_step_in() == pytest.approx(0.2)
+    clock.now += 0.21
     rows = [{out.request_id for out in scheduler.step().outputs} for _ in range(30)]
-    assert rows[0] == {"early", "late"}  # "early", 0.99 s ahead, joins
-    assert rows.index(set()) >= 20 and scheduler.next_step_in() > 0.9
+    assert rows[0] == {"early", "late"}  # "late", 0.79 s of audio left, joins
+    assert scheduler.running["early"].emitted == 78 and not rows[rows.index(set()) - 1] - {"early", "late"}
+    assert scheduler.next_step_in() == pytest.approx(1.0 - 0.21 - 0.5)  # "late" next
+
+
+def test_a_streaming_request_paces_each_segment_by_its_own_chunks(model: CosyVoice2LM) -> None:
+    clock = FakeClock()
+    scheduler = paced_scheduler(model, clock)
+    request = streaming_request("s", num_tokens=40, segments=2)
+    scheduler.add(request)
+    while request.segment == 0:
+        clock.now += 1  # always due
+        scheduler.step()
+    assert request.chunks.offset == 0 and request.vocodable_tokens == 40  # all of the first segment
+    assert sum(len(out.tokens) for out in run(scheduler)["s"]) == 40  # due all along: 40 s have passed
 
 
 def test_a_paced_request_does_not_hold_back_admission(model: CosyVoice2LM) -> None:
@@ -284,6 +302,20 @@ def test_a_paced_request_does_not_hold_back_admission(model: CosyVoice2LM) -> No
     assert [r.request_id for r in scheduler.step().started] == ["new"]  # not 1000 steps later
 
 
+def test_a_request_waiting_for_a_seat_turns_pacing_off(model: CosyVoice2LM) -> None:
+    clock = FakeClock()
+    limits = SchedulerLimits(1, 16, 4096, 1, stream_buffer_seconds=0.5)
+    scheduler = Scheduler(model, model.new_kv_cache(num_slots=8, capacity=256), limits, clock=clock)
+    scheduler.add(streaming_request("s"))
+    while scheduler.next_step_in() == 0:
+        scheduler.step()
+    assert scheduler.running["s"].emitted == 28  # paced after its first chunk
+    scheduler.add(make_request("w", num_tokens=5))  # the one seat is taken
+    assert scheduler.next_step_in() == 0
+    outputs = run(scheduler)  # no clock moves: "s" runs flat out to free the seat
+    assert sum(len(out.tokens) for out in outputs["s"]) == 200 - 28 and len(segment_tokens(outputs["w"])[0]) == 5
+
+
 def test_a_streaming_request_pauses_after_its_first_chunk(model: CosyVoice2LM) -> None:
     clock = FakeClock()
     limits = SchedulerLimits(8, 16, 4096, 1, stream_first_chunk_hold=0.25)
@@ -291,11 +323,11 @@ def test_a_streaming_request_pauses_after_its_first_chunk(model: CosyVoice2LM) -
     scheduler.add(streaming_request("s"))
     while scheduler.next_step_in() == 0:
         scheduler.step()
-    assert scheduler.running["s"].emitted == 25  # its first chunk, then the pause
+    assert scheduler.running["s"].emitted == 28  # its first chunk, then the pause
     assert scheduler.next_step_in() == pytest.approx(0.25)
     assert not scheduler.step().outputs
     clock.now += 0.25
-    assert sum(len(out.tokens) for out in run(scheduler)["s"]) == 80 - 25  # then unpaced to the end
+    assert sum(len(out.tokens) for out in run(scheduler)["s"]) == 200 - 28  # then unpaced to the end
 
 
 def test_a_paused_request_joins_the_steps_taken_for_others(model: CosyVoice2LM) -> None:
