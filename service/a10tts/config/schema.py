@@ -73,7 +73,7 @@ class LLMConfig(Section):
         4, ge=1, le=1024, description="Decode steps between two admissions of waiting requests."
     )
     stream_buffer_seconds: float = Field(
-        0.0, ge=0, le=60,
+        1.0, ge=0, le=60,
         description="Once a streaming request has its first chunk's tokens, the LM sits it out while the audio "
         "of its complete chunks is more than this many seconds ahead of the listener, then runs its next chunk, "
         "leaving GPU time to the decode stage; 0 = as fast as it can.",

@@ -163,7 +163,7 @@ def test_the_most_urgent_requests_make_the_batch(models) -> None:
     assert [a.request.request_id for a in batcher.step()[0]] == ["streaming"]
     assert streaming.first_audio_at == 0.0 and streaming.audio_seconds > 0.2
     clock.now = 0.1
-    newcomer = start("newcomer", 40)
+    newcomer = start("newcomer", 13)  # its first chunk's tokens (10 and 3 of look-ahead), no more yet
     assert [r.request_id for r in batcher.ready()] == ["newcomer", "streaming"]  # "streaming" still has audio
     assert [a.request.request_id for a in batcher.step()[0]] == ["newcomer"]
     clock.now = 30.0  # far past what "streaming" and "newcomer" have produced: both run dry
@@ -172,3 +172,27 @@ def test_the_most_urgent_requests_make_the_batch(models) -> None:
     assert order[-1] == "latecomer" and order[0] == min(
         ("streaming", "newcomer"), key=lambda rid: batcher.requests[rid].deadline)
     assert newcomer.deadline == pytest.approx(0.1 + newcomer.audio_seconds)  # its first chunk came at 0.1
+
+
+def test_a_longer_chunk_joins_a_first_chunk_only_when_it_is_due_soon(models) -> None:
+    """The batch is padded to its longest chunk: a stream's long chunk with audio in hand waits
+    for a later batch rather than slow a listener's first chunk down, unless it runs dry soon."""
+    clock = FakeClock()
+    batcher = DecodeBatcher(*models, first_hop_tokens=FIRST_HOP, max_batch_size=4, clock=clock)
+
+    def start(rid: str, tokens: int):
+        case = make_case(rid, 15, [tokens], stream=True)
+        request = batcher.start(rid, 0, case.prompt, stream=True, speed=1.0, num_segments=1, seed=1)
+        request.add(0, case.segments[0], finished=False)
+        return request
+
+    streaming = start("streaming", 200)
+    for _ in range(3):  # hops of 10, 20 and 40 tokens: 2.8 s of audio
+        assert [a.request.request_id for a in batcher.step()[0]] == ["streaming"]
+    newcomer = start("newcomer", 13)  # its first chunk's tokens (10 and 3 of look-ahead), no more yet
+    assert [r.request_id for r in batcher.ready()] == ["newcomer", "streaming"]
+    assert streaming.pending.end > newcomer.pending.end  # an 80-token hop against a first chunk
+    assert [a.request.request_id for a in batcher.step()[0]] == ["newcomer"]
+    clock.now = streaming.deadline - 0.5  # within JOIN_SLACK_S of running dry: it joins
+    start("latecomer", 40)
+    assert {a.request.request_id for a in batcher.step()[0]} == {"latecomer", "streaming"}
