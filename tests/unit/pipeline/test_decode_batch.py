@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import pytest
 import torch
@@ -147,18 +148,20 @@ class FakeClock:
         return self.now
 
 
+def start_stream(batcher: DecodeBatcher, rid: str, tokens: int):
+    """A streaming request with ``tokens`` of its one segment received so far."""
+    case = make_case(rid, 15, [tokens], stream=True)
+    request = batcher.start(rid, 0, case.prompt, stream=True, speed=1.0, num_segments=1, seed=1)
+    request.add(0, case.segments[0], finished=False)
+    return request
+
+
 def test_the_most_urgent_requests_make_the_batch(models) -> None:
     """Earliest deadline first: a waiting listener before a stream with audio in hand, and a
     stream that has run dry before a newer listener."""
     clock = FakeClock()
     batcher = DecodeBatcher(*models, first_hop_tokens=FIRST_HOP, max_batch_size=1, clock=clock)
-
-    def start(rid: str, tokens: int):
-        case = make_case(rid, 15, [tokens], stream=True)
-        request = batcher.start(rid, 0, case.prompt, stream=True, speed=1.0, num_segments=1, seed=1)
-        request.add(0, case.segments[0], finished=False)
-        return request
-
+    start = partial(start_stream, batcher)
     streaming = start("streaming", 120)  # enough tokens for several chunks
     assert [a.request.request_id for a in batcher.step()[0]] == ["streaming"]
     assert streaming.first_audio_at == 0.0 and streaming.audio_seconds > 0.2
@@ -179,13 +182,7 @@ def test_a_longer_chunk_joins_a_first_chunk_only_when_it_is_due_soon(models) -> 
     for a later batch rather than slow a listener's first chunk down, unless it runs dry soon."""
     clock = FakeClock()
     batcher = DecodeBatcher(*models, first_hop_tokens=FIRST_HOP, max_batch_size=4, clock=clock)
-
-    def start(rid: str, tokens: int):
-        case = make_case(rid, 15, [tokens], stream=True)
-        request = batcher.start(rid, 0, case.prompt, stream=True, speed=1.0, num_segments=1, seed=1)
-        request.add(0, case.segments[0], finished=False)
-        return request
-
+    start = partial(start_stream, batcher)
     streaming = start("streaming", 200)
     for _ in range(3):  # hops of 10, 20 and 40 tokens: 2.8 s of audio
         assert [a.request.request_id for a in batcher.step()[0]] == ["streaming"]

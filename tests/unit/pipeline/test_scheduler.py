@@ -217,9 +217,18 @@ class FakeClock:
         return self.now
 
 
-def paced_scheduler(model: CosyVoice2LM, clock: FakeClock, interval: int = 1) -> Scheduler:
-    limits = SchedulerLimits(8, 16, 4096, interval, stream_buffer_seconds=0.5)
+def paced_scheduler(model: CosyVoice2LM, clock: FakeClock, *, max_running: int = 8, interval: int = 1,
+                    buffer_seconds: float = 0.5, first_chunk_hold: float = 0.0) -> Scheduler:
+    limits = SchedulerLimits(max_running, 16, 4096, interval, stream_buffer_seconds=buffer_seconds,
+                             stream_first_chunk_hold=first_chunk_hold)
     return Scheduler(model, model.new_kv_cache(num_slots=8, capacity=256), limits, clock=clock)
+
+
+def start_streaming(scheduler: Scheduler, request_id: str = "s") -> None:
+    """Add a streaming request and step while there is work now: through its first chunk."""
+    scheduler.add(streaming_request(request_id))
+    while scheduler.next_step_in() == 0:
+        scheduler.step()
 
 
 def streaming_request(request_id: str, num_tokens: int = 200, segments: int = 1) -> LMRequest:
@@ -266,9 +275,7 @@ def test_paced_requests_fall_into_step_with_each_other(model: CosyVoice2LM) -> N
     scheduler = paced_scheduler(model, clock)
     for request_id, started in (("early", 100.0), ("late", 100.3)):
         clock.now = started
-        scheduler.add(streaming_request(request_id))
-        while scheduler.next_step_in() == 0:
-            scheduler.step()
+        start_streaming(scheduler, request_id)
     # "early" rode along with "late"'s first chunk, but its audio runs low first, at 100.5 s
     assert scheduler.next_step_in() == pytest.approx(0.2)
     clock.now += 0.21
@@ -293,9 +300,7 @@ def test_a_streaming_request_paces_each_segment_by_its_own_chunks(model: CosyVoi
 def test_a_paced_request_does_not_hold_back_admission(model: CosyVoice2LM) -> None:
     clock = FakeClock()
     scheduler = paced_scheduler(model, clock, interval=1000)
-    scheduler.add(streaming_request("s"))
-    while scheduler.next_step_in() == 0:
-        scheduler.step()
+    start_streaming(scheduler)
     assert scheduler.next_step_in() > 0  # "s" is ahead of its listener
     scheduler.add(make_request("new", num_tokens=3))
     assert scheduler.next_step_in() == 0
@@ -304,11 +309,8 @@ def test_a_paced_request_does_not_hold_back_admission(model: CosyVoice2LM) -> No
 
 def test_a_request_waiting_for_a_seat_turns_pacing_off(model: CosyVoice2LM) -> None:
     clock = FakeClock()
-    limits = SchedulerLimits(1, 16, 4096, 1, stream_buffer_seconds=0.5)
-    scheduler = Scheduler(model, model.new_kv_cache(num_slots=8, capacity=256), limits, clock=clock)
-    scheduler.add(streaming_request("s"))
-    while scheduler.next_step_in() == 0:
-        scheduler.step()
+    scheduler = paced_scheduler(model, clock, max_running=1)
+    start_streaming(scheduler)
     assert scheduler.running["s"].emitted == 28  # paced after its first chunk
     scheduler.add(make_request("w", num_tokens=5))  # the one seat is taken
     assert scheduler.next_step_in() == 0
@@ -318,11 +320,8 @@ def test_a_request_waiting_for_a_seat_turns_pacing_off(model: CosyVoice2LM) -> N
 
 def test_a_streaming_request_pauses_after_its_first_chunk(model: CosyVoice2LM) -> None:
     clock = FakeClock()
-    limits = SchedulerLimits(8, 16, 4096, 1, stream_first_chunk_hold=0.25)
-    scheduler = Scheduler(model, model.new_kv_cache(num_slots=8, capacity=256), limits, clock=clock)
-    scheduler.add(streaming_request("s"))
-    while scheduler.next_step_in() == 0:
-        scheduler.step()
+    scheduler = paced_scheduler(model, clock, buffer_seconds=0.0, first_chunk_hold=0.25)
+    start_streaming(scheduler)
     assert scheduler.running["s"].emitted == 28  # its first chunk, then the pause
     assert scheduler.next_step_in() == pytest.approx(0.25)
     assert not scheduler.step().outputs
@@ -332,8 +331,7 @@ def test_a_streaming_request_pauses_after_its_first_chunk(model: CosyVoice2LM) -
 
 def test_a_paused_request_joins_the_steps_taken_for_others(model: CosyVoice2LM) -> None:
     clock = FakeClock()
-    limits = SchedulerLimits(8, 16, 4096, 1, stream_first_chunk_hold=0.25)
-    scheduler = Scheduler(model, model.new_kv_cache(num_slots=8, capacity=256), limits, clock=clock)
+    scheduler = paced_scheduler(model, clock, buffer_seconds=0.0, first_chunk_hold=0.25)
     scheduler.add(streaming_request("s", num_tokens=40))
     scheduler.add(make_request("b", num_tokens=40))  # not streaming: its steps are taken anyway
     outputs = run(scheduler)
