@@ -85,9 +85,10 @@ class ChunkPlan:
         """The next chunk to synthesise, or None while more tokens are needed."""
         if self.done:
             return None
-        if available >= self.next_end:
-            chunk = Chunk(end=self.next_end, offset=self.offset, finalize=False)
-            self.offset += self._next_hop()
+        end = self.next_end
+        if available >= end:
+            chunk = Chunk(end=end, offset=self.offset, finalize=False)
+            self.offset = end - self.lookahead  # past the hop: the look-ahead is the next chunk's
             self.hop = min(MAX_HOP_TOKENS, self.hop * HOP_GROWTH)
             return chunk
         if finished:

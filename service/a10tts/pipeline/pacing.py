@@ -17,11 +17,12 @@ A step that is taken anyway also takes every paced request that would be due wit
 requests fall into step with each other and the LM takes a burst of steps about once a chunk.
 
 The price is that a streaming request then lasts about as long as its audio, holding its KV slot
-that long; so while a request waits for a slot the scheduler paces nobody. The hold alone costs far less: for ``first_chunk_hold`` after its first chunk's
-tokens a streaming request takes no step of its own, so that, when nothing else runs, the first
-chunk's vocoding has the GPU to itself instead of sharing it with the rest of the request. It
-still joins the steps taken for other requests: sitting those out, too, cost an H100 a quarter
-of its audio per second at 16 streams (more, smaller LM steps for the same tokens).
+that long; so while a request waits for a slot the scheduler paces nobody. The hold alone costs
+far less: for ``first_chunk_hold`` after its first chunk's tokens a streaming request takes no
+step of its own, so that, when nothing else runs, the first chunk's vocoding has the GPU to
+itself instead of sharing it with the rest of the request. It still joins the steps taken for
+other requests: sitting those out, too, cost an H100 a quarter of its audio per second at 16
+streams (more, smaller LM steps for the same tokens).
 """
 
 from __future__ import annotations
