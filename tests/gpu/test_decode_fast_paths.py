@@ -14,7 +14,10 @@ from a10tts.engine.flow.attention import ChunkMask, DenseMask
 from a10tts.engine.kernels.conv_windows import causal_windows_reference, causal_windows
 from a10tts.engine.kernels.decode_attention import decode_attention, decode_attention_reference
 from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm, layer_norm_mish
+from a10tts.engine.kernels.rms_norm import add_rms_norm, rms_norm, rms_norm_reference
+from a10tts.engine.kernels.rotary import apply_rotary, rotary_qkv
 from a10tts.engine.model_dir import ModelDir
+from a10tts.engine.qwen2 import rotary_cos_sin
 from a10tts.engine.sampling import make_generator
 
 pytestmark = pytest.mark.gpu
@@ -37,6 +40,42 @@ def test_triton_kernel_matches_reference(dtype, tol, heads, kv_heads, head_dim) 
     assert out.dtype == dtype and torch.isfinite(out).all()
     err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
     assert err < tol, err
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [(torch.float32, 1e-5), (torch.bfloat16, 1.6e-2), (torch.float16, 2e-3)])
+@pytest.mark.parametrize("width", [896, 80])
+def test_triton_rms_norm_matches_torch(dtype, rtol, width) -> None:
+    """Within a rounding of the last bit: the kernel sums the squares in another order."""
+    g = torch.Generator(device="cuda").manual_seed(width)
+    weight = (torch.rand(width, device="cuda", generator=g) + 0.5).to(dtype)
+    x = (torch.randn(37, width, device="cuda", generator=g) * 3 + 1).to(dtype)  # a ragged last block of rows
+    delta = torch.randn(37, width, device="cuda", generator=g).to(dtype)
+    with torch.inference_mode():
+        total, normed = add_rms_norm(x, delta, weight, 1e-6)
+        assert torch.equal(total, x + delta)  # the same rounding as torch's add
+        torch.testing.assert_close(normed, rms_norm_reference(x + delta, weight, 1e-6), rtol=rtol, atol=rtol)
+        torch.testing.assert_close(rms_norm(x, weight, 1e-6), rms_norm_reference(x, weight, 1e-6), rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(14, 2, 64), (5, 1, 24)])
+def test_triton_rotary_matches_torch(dtype, heads, kv_heads, head_dim) -> None:
+    """q and k rotated in place as ``apply_rotary`` rotates them; v untouched."""
+    g = torch.Generator(device="cuda").manual_seed(head_dim)
+    tokens = 37
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * head_dim, device="cuda", generator=g).to(dtype)
+    cos, sin = rotary_cos_sin(torch.arange(tokens, device="cuda") + 250, head_dim, 1e6)
+    q_ref, k_ref, v_ref = qkv.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
+    q_ref = apply_rotary(q_ref.reshape(tokens, heads, head_dim), cos, sin)
+    k_ref = apply_rotary(k_ref.reshape(tokens, kv_heads, head_dim), cos, sin)
+    v_ref = v_ref.reshape(tokens, kv_heads, head_dim).clone()
+    with torch.inference_mode():
+        q, k, v = rotary_qkv(qkv, cos, sin, heads, kv_heads, head_dim)
+    assert q.data_ptr() == qkv.data_ptr()  # in place
+    tol = 1e-6 if dtype == torch.float32 else 1e-2  # a last bit, where fp32 contracts a product into the sum
+    torch.testing.assert_close(q, q_ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(k, k_ref, rtol=tol, atol=tol)
+    assert torch.equal(v, v_ref)
 
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.float16, 2e-3)])

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from a10tts.engine.fused_linear import fuse_linears
+from a10tts.engine.kernels.rms_norm import add_rms_norm, rms_norm
+from a10tts.engine.kernels.rotary import rotary_qkv
 from a10tts.engine.kv_cache import CacheBatch, KVCache, cached_attention, write_kv
 
 _REQUIRED_KEYS = (
@@ -86,9 +88,11 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        x32 = x.float()  # the mean of squares overflows/underflows in half precision
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        return rms_norm(x, self.weight, self.eps)
+
+    def after_add(self, x: Tensor, delta: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x + delta, self(x + delta))``, in one pass on the GPU."""
+        return add_rms_norm(x, delta, self.weight, self.eps)
 
 
 def rotary_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
@@ -102,14 +106,6 @@ def rotary_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tens
     angles = positions.float()[:, None] * inv_freq[None, :]
     angles = torch.cat((angles, angles), dim=-1)
     return angles.cos(), angles.sin()
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``x`` ``[N, heads, head_dim]`` by its tokens' angles (computed in fp32)."""
-    x32 = x.float()
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
-    return (x32 * cos[:, None] + rotated * sin[:, None]).to(x.dtype)
 
 
 class Qwen2Attention(nn.Module):
@@ -133,12 +129,7 @@ class Qwen2Attention(nn.Module):
         layer_cache: tuple[Tensor, Tensor],
         batch: CacheBatch,
     ) -> Tensor:
-        num_tokens = x.shape[0]
-        q, k, v = self.qkv_proj.split(x)
-        q = q.view(num_tokens, self.num_heads, self.head_dim)
-        k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
-        v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
-        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        q, k, v = rotary_qkv(self.qkv_proj(x), *rope, self.num_heads, self.num_kv_heads, self.head_dim)
         keys, values = layer_cache
         write_kv(keys, values, batch, k, v)
         return self.o_proj(cached_attention(q, keys, values, batch, self.scale))
@@ -170,12 +161,17 @@ class Qwen2DecoderLayer(nn.Module):
     def forward(
         self,
         x: Tensor,
+        normed: Tensor,
         rope: tuple[Tensor, Tensor],
         layer_cache: tuple[Tensor, Tensor],
         batch: CacheBatch,
-    ) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), rope, layer_cache, batch)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        next_norm: RMSNorm,
+    ) -> tuple[Tensor, Tensor]:
+        """x: the residual stream, ``normed``: ``input_layernorm(x)``. Returns the new stream and
+        ``next_norm`` of it (the next layer's first norm, or the final one): each residual add and
+        the norm after it run as one pass."""
+        x, h = self.post_attention_layernorm.after_add(x, self.self_attn(normed, rope, layer_cache, batch))
+        return next_norm.after_add(x, self.mlp(h))
 
 
 class Qwen2Model(nn.Module):
@@ -196,10 +192,11 @@ class Qwen2Model(nn.Module):
         Writes the tokens' keys/values into ``cache`` at the positions ``batch`` reserved.
         """
         rope = rotary_cos_sin(batch.token_positions, self.config.head_dim, self.config.rope_theta)
-        hidden = inputs_embeds
-        for index, layer in enumerate(self.layers):
-            hidden = layer(hidden, rope, cache.layer(index), batch)
-        return self.norm(hidden)
+        hidden, normed = inputs_embeds, self.layers[0].input_layernorm(inputs_embeds)
+        next_norms = [layer.input_layernorm for layer in self.layers[1:]] + [self.norm]
+        for index, (layer, next_norm) in enumerate(zip(self.layers, next_norms)):
+            hidden, normed = layer(hidden, normed, rope, cache.layer(index), batch, next_norm)
+        return normed
 
 
 class Qwen2ForCausalLM(nn.Module):
