@@ -1,8 +1,8 @@
 """RMSNorm over the last dimension, optionally after adding a residual, in one pass (Triton).
 
 The LM normalizes every token twice per layer. In torch that is eight kernels a norm (the fp32
-cast, square, mean, add, rsqrt, scale, cast back, weight) plus the residual add before it, ~400
-launches of a ~200-token prefill's ~1,350 (``benchmarks/lm_decode.py``). Here each norm is one
+cast, square, mean, add, rsqrt, scale, cast back, weight) plus the residual add before it: ~400
+of the ~1,350 launches of an uncompiled prefill. Here each norm is one
 kernel, and the decoder layers add the residual in the same pass. The roundings are torch's:
 the sum in the input's dtype, the statistics in fp32, the normalized row rounded to the input's
 dtype before the weight multiplies it (Hugging Face's Qwen2 order).
