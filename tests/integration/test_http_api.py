@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from a10tts import cli
 from a10tts.api import worker as api_worker
-from a10tts.bench.phases import read_totals
+from a10tts.bench.phases import read_totals, server_timing_ms
 from a10tts.config import Config
 from a10tts.config.schema import DecodeConfig, LimitsConfig, ModelConfig, ServerConfig
 from a10tts.engine.demo import init_demo
@@ -226,6 +226,20 @@ def test_num_tokens_fixes_the_length_of_the_audio(service: Service, stream: str)
     assert len(response.content) == 40 * 960 * 2  # int16 PCM
 
 
+def test_a_response_says_where_its_time_to_first_audio_went(service: Service) -> None:
+    """``Server-Timing``: every phase of the first audio (``first_audio.py``) in ms, adding up to
+    no more than the client waited for the headers, which come with the first audio."""
+    started = time.perf_counter()
+    with httpx.stream("POST", f"{service.url}/inference_zero_shot", **zero_shot(stream="true", num_tokens="20"),
+                      timeout=60) as response:
+        waited_ms = 1000 * (time.perf_counter() - started)
+        timing = server_timing_ms(response.headers.get("server-timing"))
+        response.read()
+    assert response.status_code == 200
+    assert timing is not None and list(timing) == list(PHASES)
+    assert 0 < sum(timing.values()) <= waited_ms
+
+
 def test_bench_measures_the_service_end_to_end(service: Service, tmp_path) -> None:
     """`a10tts bench` against the real service: a warm-up with two requests in flight, two
     levels, fixed lengths, and per-level statistics and first-audio phases in the JSON."""
@@ -239,7 +253,9 @@ def test_bench_measures_the_service_end_to_end(service: Service, tmp_path) -> No
                                                                                                   (2, 2, 0)]
     assert all(s["status"] == 200 and s["audio_s"] == pytest.approx(0.8) for s in run["samples"])  # 20 tokens
     assert all(0 < s["ttfa_s"] <= s["total_s"] for s in run["samples"])
-    assert all(level["first_audio_phases_ms"] for level in run["levels"])  # read from the server's metrics
+    assert all(set(s["phases_ms"]) == set(PHASES) for s in run["samples"])  # each response's Server-Timing
+    assert all(set(level["first_audio_phases_ms"]) == set(PHASES) for level in run["levels"])
+    assert all(level["first_audio_phases_slowest_ms"] for level in run["levels"])
     assert cli.main(["bench", "--url", service.url, "--warmup-concurrency", "0"]) == 2
 
 

@@ -3,7 +3,8 @@
 The status line waits for the first audio, so anything the pipeline rejects before producing
 audio (a prompt it cannot decode, overload) is still a JSON error with its own status. A
 failure after audio went out cannot change the status any more: the connection is closed
-without the final chunk, which every HTTP client reports as an incomplete body.
+without the final chunk, which every HTTP client reports as an incomplete body. The headers
+say where the time to first audio went (``Server-Timing``).
 A client that disconnects cancels the request in the pipeline at once.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -58,8 +60,11 @@ class AudioResponse(Response):
             await cancel_all(responding, client_gone)
             self.job.finish(CLIENT_CLOSED)  # no-op unless the request was left unfinished
 
-    def _start(self) -> dict:
+    def _start(self, first: bytes) -> dict:
+        """The status line and headers, sent with ``first``, the first audio."""
         headers = audio_headers(self.audio_format) | {"X-Request-Id": self.job.id}
+        if first and (timing := server_timing(self.job.first_audio_phases())):
+            headers["Server-Timing"] = timing
         return {
             "type": "http.response.start",
             "status": OK,
@@ -75,7 +80,7 @@ class AudioResponse(Response):
             await error.response()(scope, receive, send)
             return
         wav = self.audio_format is AudioFormat.WAV
-        await send(self._start())
+        await send(self._start(first))
         if not self.stream:
             await self._send_audio(send, wav_header(len(first)) if wav else b"", first, more=False)
             self.job.finish(OK)
@@ -95,6 +100,13 @@ class AudioResponse(Response):
     async def _send_audio(self, send: Send, header: bytes, pcm: bytes, *, more: bool = True) -> None:
         await send({"type": "http.response.body", "body": header + pcm, "more_body": more})
         self.job.sent(len(pcm))
+
+
+def server_timing(phases_s: Mapping[str, float]) -> str:
+    """A ``Server-Timing`` header value (W3C) of where the time to first audio went:
+    ``encode;dur=4.1, lm_first_token;dur=7.0, ...`` in milliseconds, the phases of
+    ``pipeline/first_audio.py``."""
+    return ", ".join(f"{name};dur={1000 * seconds:.1f}" for name, seconds in phases_s.items())
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

@@ -86,7 +86,7 @@ class Job:
         self._timeout = synthesizer.limits.request_timeout_seconds
         self._first_audio_s: float | None = None
         self._marks: dict[str, float] = {}  # of the first chunk, from the stages
-        self._phases: dict[str, float] = {}
+        self._phases: dict[str, float] | None = None
         self._audio_bytes = 0
         self._finished = False
 
@@ -111,18 +111,21 @@ class Job:
             if event.final:
                 return
 
+    def first_audio_phases(self) -> dict[str, float]:
+        """Where the time to first audio went, in seconds per phase (``first_audio.py``), once the
+        first audio is about to be sent; the first call records them in the metrics."""
+        if self._phases is None:
+            self._phases = phases(stamp(self._marks, "sent"))
+            metrics.observe_first_audio(self._phases)
+        return self._phases
+
     def sent(self, n_bytes: int) -> None:
         """`n_bytes` of audio were handed to the transport."""
         if self._first_audio_s is None and n_bytes:
             self._first_audio_s = time.monotonic() - self.arrival.mono
-            self._account_first_audio()
+            log.debug("request %s: first audio after %.0f ms: %s", self.id, 1000 * self._first_audio_s,
+                      ", ".join(f"{name} {1000 * s:.0f}" for name, s in self.first_audio_phases().items()))
         self._audio_bytes += n_bytes
-
-    def _account_first_audio(self) -> None:
-        self._phases = phases(stamp(self._marks, "sent"))
-        metrics.observe_first_audio(self._phases)
-        log.debug("request %s: first audio after %.0f ms: %s", self.id, 1000 * self._first_audio_s,
-                  ", ".join(f"{name} {1000 * s:.0f}" for name, s in self._phases.items()))
 
     def finish(self, status: int) -> None:
         """Account for the outcome once; any outcome but success also frees the request in the stages."""

@@ -1,8 +1,8 @@
 """Closed-loop HTTP load: `concurrency` clients, each sending its next request when one ends.
 
 Per request it records the client-side time to first audio byte, the total time, the audio
-received, and the worst playback lag: how far behind a listener who starts playing at the
-first byte any chunk arrived (0 = the stream never stalled).
+received, the worst playback lag: how far behind a listener who starts playing at the first byte
+any chunk arrived (0 = the stream never stalled), and where the server says the TTFA went.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from .corpus import SENTENCES, Prompt
+from .phases import server_timing_ms
 
 SAMPLE_RATE = 24000
 BYTES_PER_SECOND = 2 * SAMPLE_RATE  # int16 mono
@@ -46,6 +47,7 @@ class Sample:
     total_s: float
     audio_s: float
     max_lag_s: float | None
+    phases_ms: dict[str, float] | None = None  # the server's account of the TTFA (Server-Timing), if it gives one
 
     @property
     def ok(self) -> bool:
@@ -95,6 +97,7 @@ async def one_request(client: httpx.AsyncClient, target: Target, lang: str, text
             if response.status_code != 200:
                 body = (await response.aread()).decode(errors="replace")[:200]
                 return Sample(concurrency, lang, response.status_code, body, None, time.perf_counter() - start, 0.0, None)
+            phases = server_timing_ms(response.headers.get("server-timing"))
             async for chunk in response.aiter_bytes():
                 now = time.perf_counter()
                 if not chunk:
@@ -110,7 +113,7 @@ async def one_request(client: httpx.AsyncClient, target: Target, lang: str, text
     total = time.perf_counter() - start
     error = None if received else "no audio received"
     return Sample(concurrency, lang, 200, error, None if first is None else first - start, total,
-                  received / BYTES_PER_SECOND, max_lag if first is not None else None)
+                  received / BYTES_PER_SECOND, max_lag if first is not None else None, phases)
 
 
 async def run_level(target: Target, prompts: dict[str, Prompt], concurrency: int, requests: int,

@@ -1,14 +1,22 @@
-"""Where the server says the time to first audio went: a10tts's per-phase histograms.
+"""Where the server says the time to first audio went, phase by phase.
 
-``/metrics`` is read before and after a level; the difference of each phase's sum and count
-gives its mean over that level's requests. Servers without these metrics (LightTTS, upstream)
-give None, and the report leaves the breakdown out.
+a10tts answers each synthesis request with a ``Server-Timing`` header of its phases, so the
+phases of exactly the measured requests are known. Servers from before that header export only
+the per-phase histograms: ``/metrics`` is read before and after a level, and the difference of
+each phase's sum and count gives its mean over all the level's requests (warm-up and ramp-up
+requests included). Servers with neither (LightTTS, upstream) give None, and the report leaves
+the breakdown out.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+if TYPE_CHECKING:
+    from .load import Sample
 
 PHASE_METRIC = "a10tts_first_audio_phase_seconds"
 
@@ -44,3 +52,28 @@ def mean_ms(before: Totals | None, after: Totals | None) -> dict[str, float] | N
         if count > old_count:
             means[phase] = 1000 * (total - old_total) / (count - old_count)
     return means or None
+
+
+def server_timing_ms(header: str | None) -> dict[str, float] | None:
+    """Milliseconds per metric of a ``Server-Timing`` header (``name;dur=4.1, ...``); metrics
+    without a readable ``dur`` are skipped. None when there is no such metric."""
+    timings = {}
+    for metric in (header or "").split(","):
+        name, *params = (part.strip() for part in metric.split(";"))
+        for param in params:
+            key, _, value = param.partition("=")
+            if name and key.strip().lower() == "dur":
+                try:
+                    timings[name] = float(value.strip().strip('"'))
+                except ValueError:
+                    pass
+    return timings or None
+
+
+def mean_of_samples(samples: list[Sample]) -> dict[str, float] | None:
+    """Mean milliseconds per phase over the samples that carry phases."""
+    measured = [sample.phases_ms for sample in samples if sample.phases_ms]
+    if not measured:
+        return None
+    names = dict.fromkeys(name for phases in measured for name in phases)
+    return {name: sum(phases.get(name, 0.0) for phases in measured) / len(measured) for name in names}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from a10tts.bench.load import Sample, num_tokens_ignored
-from a10tts.bench.phases import mean_ms, read_totals
+from a10tts.api.responses import server_timing
+from a10tts.bench.phases import mean_ms, read_totals, server_timing_ms
 from a10tts.bench.report import LevelStats, markdown, percentile, write_json, write_plot
 
 
@@ -71,6 +73,7 @@ def test_combine_rejects_a_file_that_is_not_a_bench_run(tmp_path: Path, capsys: 
 
 
 def test_phase_means_are_per_level_and_only_where_the_server_has_them() -> None:
+    """A server without Server-Timing (an older a10tts): the means of its /metrics histograms."""
     before = {"encode": (1.0, 10.0), "vocode": (5.0, 10.0)}
     after = {"encode": (1.2, 14.0), "vocode": (5.4, 14.0), "deliver": (0.004, 4.0)}
     assert mean_ms(before, after) == pytest.approx({"encode": 50.0, "vocode": 100.0, "deliver": 1.0})
@@ -78,8 +81,29 @@ def test_phase_means_are_per_level_and_only_where_the_server_has_them() -> None:
     assert read_totals("http://127.0.0.1:9") is None  # nothing listens there: no breakdown, no error
     stats = LevelStats.of("x", 1, [sample(0.2, 1.0, 2.0)], 1.0, phases_ms={"encode": 5.0, "vocode": 95.0})
     table = markdown([stats, LevelStats.of("other server", 1, [sample(0.3, 1.0, 2.0)], 1.0)])
-    assert table.splitlines()[-1] == "| x | 1 | 5.0 | 95.0 | 100.0 |"
+    assert table.splitlines()[-1] == "| x | 1 | all | 5.0 | 95.0 | 100.0 |"
     assert "other server" not in table.split("mean ms per phase")[1]
+
+
+def test_server_timing_headers_are_read_leniently() -> None:
+    header = 'encode;dur=4.1, lm_first_token;desc="prefill";dur=7, cache;desc=hit, bad;dur=abc, ;dur=3'
+    assert server_timing_ms(header) == {"encode": 4.1, "lm_first_token": 7.0}
+    assert server_timing_ms(None) is None and server_timing_ms("cache;desc=hit") is None
+    phases_s = {"encode": 0.00412, "vocode": 0.031}
+    assert server_timing_ms(server_timing(phases_s)) == {"encode": 4.1, "vocode": 31.0}  # what the service sends
+
+
+def test_phases_come_from_the_measured_requests_and_their_slowest_tenth() -> None:
+    """Each request's own phases (Server-Timing) win over the /metrics means, which count the
+    warm-up and ramp-up requests too; the requests at or above TTFA p90 get their own row."""
+    samples = [dataclasses.replace(sample(0.1, 1.0, 2.0), phases_ms={"lm": 40.0, "vocode": 60.0}) for _ in range(9)]
+    samples.append(dataclasses.replace(sample(0.5, 1.0, 2.0), phases_ms={"lm": 40.0, "vocode": 460.0}))
+    samples.append(sample(None, 0.5, 0.0, error="busy"))  # failed: no phases, not counted
+    stats = LevelStats.of("x", 8, samples, 1.0, phases_ms={"lm": 1.0, "vocode": 1.0})
+    assert stats.first_audio_phases_ms == pytest.approx({"lm": 40.0, "vocode": 100.0})
+    assert stats.first_audio_phases_slowest_ms == pytest.approx({"lm": 40.0, "vocode": 460.0})
+    assert markdown([stats]).splitlines()[-2:] == ["| x | 8 | all | 40.0 | 100.0 | 140.0 |",
+                                                   "| x | 8 | TTFA >= p90 | 40.0 | 460.0 | 500.0 |"]
 
 
 
