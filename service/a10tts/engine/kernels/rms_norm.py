@@ -65,7 +65,10 @@ def _launch(x: Tensor, delta: Tensor | None, weight: Tensor, eps: float) -> tupl
 
 if HAVE_TRITON:
 
-    @triton.jit
+    # Not specialized on the rows (Triton compiles a variant per value class: 1, multiples of 16,
+    # others): an eager prefill's token count is any number, and a variant's first use would
+    # compile inside a served LM step (see chunk_attention).
+    @triton.jit(do_not_specialize=["rows"])
     def _rms_norm_kernel(X, Delta, W, Total, Out, rows, width, eps,
                          BLOCK_ROWS: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DELTA: tl.constexpr):
         row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]
