@@ -3,8 +3,8 @@
 a10tts answers each synthesis request with a ``Server-Timing`` header of its phases, so the
 phases of exactly the measured requests are known. Servers from before that header export only
 the per-phase histograms: ``/metrics`` is read before and after a level, and the difference of
-each phase's sum and count gives its mean over all the level's requests (warm-up and ramp-up
-requests included). Servers with neither (LightTTS, upstream) give None, and the report leaves
+each phase's sum and count gives its mean over all the level's requests (the unmeasured ramp-up
+requests of ``--ramp-up`` included). Servers with neither (LightTTS, upstream) give None, and the report leaves
 the breakdown out.
 """
 
