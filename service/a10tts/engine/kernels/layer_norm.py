@@ -81,10 +81,11 @@ def _launch(x: Tensor, delta: Tensor | None, norm: nn.LayerNorm, mish: bool = Fa
 if HAVE_TRITON:
 
     @triton.jit
-    def _layer_norm_kernel(X, Delta, W, B, Total, Out, RowAdd, Residual, rows, width, rows_per_sequence,
-                           row_add_stride, eps,
-                           BLOCK_ROWS: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DELTA: tl.constexpr,
-                           MISH: tl.constexpr, HAS_ROW_ADD: tl.constexpr, HAS_RESIDUAL: tl.constexpr):
+    def rows_after_add(X, Delta, Total, rows, width,
+                       BLOCK_ROWS: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DELTA: tl.constexpr):
+        """This program's block of rows of ``X`` ``[rows, width]``, plus ``Delta``'s if it has
+        one (the sum stored to ``Total``): the values, their rows, columns, in-bounds mask and
+        offsets. Shared with ``rms_norm``."""
         row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]
         col = tl.arange(0, BLOCK_N)[None, :]
         inside = (row < rows) & (col < width)
@@ -93,6 +94,14 @@ if HAVE_TRITON:
         if HAS_DELTA:
             x = x + tl.load(Delta + at, mask=inside, other=0.0)  # in the input dtype, as torch adds
             tl.store(Total + at, x, mask=inside)
+        return x, row, col, inside, at
+
+    @triton.jit
+    def _layer_norm_kernel(X, Delta, W, B, Total, Out, RowAdd, Residual, rows, width, rows_per_sequence,
+                           row_add_stride, eps,
+                           BLOCK_ROWS: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DELTA: tl.constexpr,
+                           MISH: tl.constexpr, HAS_ROW_ADD: tl.constexpr, HAS_RESIDUAL: tl.constexpr):
+        x, row, col, inside, at = rows_after_add(X, Delta, Total, rows, width, BLOCK_ROWS, BLOCK_N, HAS_DELTA)
         x = x.to(tl.float32)
         mean = tl.sum(x, axis=1) / width
         centered = tl.where(inside, x - mean[:, None], 0.0)

@@ -22,6 +22,8 @@ if HAVE_TRITON:
     import triton
     import triton.language as tl
 
+    from a10tts.engine.kernels.layer_norm import rows_after_add
+
 _ROWS_PER_PROGRAM = 4
 
 
@@ -71,14 +73,7 @@ if HAVE_TRITON:
     @triton.jit(do_not_specialize=["rows"])
     def _rms_norm_kernel(X, Delta, W, Total, Out, rows, width, eps,
                          BLOCK_ROWS: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DELTA: tl.constexpr):
-        row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]
-        col = tl.arange(0, BLOCK_N)[None, :]
-        inside = (row < rows) & (col < width)
-        at = row * width + col
-        x = tl.load(X + at, mask=inside, other=0.0)
-        if HAS_DELTA:
-            x = x + tl.load(Delta + at, mask=inside, other=0.0)  # in the input dtype, as torch adds
-            tl.store(Total + at, x, mask=inside)
+        x, _, col, inside, at = rows_after_add(X, Delta, Total, rows, width, BLOCK_ROWS, BLOCK_N, HAS_DELTA)
         x32 = x.to(tl.float32)
         normed = x32 * tl.rsqrt(tl.sum(x32 * x32, axis=1) / width + eps)[:, None]
         weight = tl.load(W + col, mask=col < width, other=0.0)
