@@ -315,10 +315,14 @@ def test_requests_in_a_killed_stage_fail_fast(service: Service) -> None:
             outcome["error"] = exc
         outcome["ended"] = time.monotonic()
 
+    def in_flight(status: dict) -> int:
+        return (status["requests"]["running"] or 0) + (status["requests"]["waiting"] or 0)
+
+    # The count comes from heartbeats (one a second): an earlier test's request can still show.
+    service.wait_until(lambda s: in_flight(s) == 0, "nothing in flight", timeout=30)
     thread = threading.Thread(target=long_request)
     thread.start()
-    service.wait_until(lambda s: (s["requests"]["running"] or 0) + (s["requests"]["waiting"] or 0) > 0,
-                       "the long request in flight", timeout=30)
+    service.wait_until(lambda s: in_flight(s) > 0, "the long request in flight", timeout=30)
     llm = next(s for s in service.status()["stages"] if s["stage"] == "llm")
     os.kill(llm["pid"], signal.SIGKILL)
     killed = time.monotonic()
