@@ -108,6 +108,12 @@ class DecodeConfig(Section):
     max_batch_size: int = Field(
         16, ge=1, le=256, description="Streaming chunks one decode process batches per step."
     )
+    max_batch_tokens: int = Field(
+        800, ge=0, le=1 << 20,
+        description="Speech tokens one decode batch runs through the flow at most (its chunks times the longest, "
+        "which grows with a stream's length), so that a first chunk arriving meanwhile waits less; chunks whose "
+        "listener is about to run dry go in anyway; 0 = no bound.",
+    )
     cuda_graphs: bool = Field(True, description="Replay the flow's Euler steps from CUDA graphs.")
     cuda_graph_max_frames: int = Field(
         1200, ge=0, le=15000,

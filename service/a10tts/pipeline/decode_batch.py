@@ -16,6 +16,12 @@ and a stream's later chunks re-run the flow over all its tokens so far (200 toke
 of 8 s): a chunk longer than the most urgent one joins only if it is due within
 ``JOIN_SLACK_S``, so a first chunk is not vocoded at the cost of a stream's fourth.
 
+A batch is not preempted: a first chunk arriving while one runs waits for it. So with
+``max_batch_tokens`` a batch runs at most that many tokens through the flow (its rows times its
+longest chunk), leaving the chunks beyond it to the next batch, unless their listener runs dry
+within ``RUNS_DRY_S``: a listener waiting for a first chunk always goes in, and so does a stream
+whose audio is about to end.
+
 Streamed chunks of the batch's most frequent voice with a flow prefix (``flow_prefixes.py``) run
 the flow only after that prefix, in one call; the batch's other rows run in a second flow call.
 
@@ -51,6 +57,9 @@ log = logging.getLogger(__name__)
 # A long chunk due later than this waits for a batch of its own length: time enough to vocode the
 # batch in flight and its own (~0.2 s each at 16 streams on an H100) before its listener runs dry.
 JOIN_SLACK_S = 0.6
+# A chunk due this soon goes into the batch even past ``max_batch_tokens``: waiting for a later
+# batch would stall its listener.
+RUNS_DRY_S = 0.3
 
 
 def hift_generator(seed: int | None, device: torch.device) -> torch.Generator:
@@ -166,12 +175,14 @@ class Audio:
 
 class DecodeBatcher:
     def __init__(self, flow: FlowModel, hift: HiFTGenerator, *, first_hop_tokens: int, max_batch_size: int,
-                 prefix_budget_bytes: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_batch_tokens: int = 0, prefix_budget_bytes: int = 0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.flow = flow
         self.hift = hift
         self.prefixes = VoicePrefixes(flow, prefix_budget_bytes)
         self.first_hop_tokens = first_hop_tokens
         self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens  # 0: no bound
         self.clock = clock
         self.device = flow.input_embedding.weight.device
         self.requests: dict[str, DecodeRequest] = {}
@@ -242,8 +253,22 @@ class DecodeBatcher:
         """Of the ready requests (most urgent first), those vocoded now: see the module's doc."""
         if not ready:
             return []
-        longest, join_by = ready[0].pending.end, self.clock() + JOIN_SLACK_S
-        return [r for r in ready if r.pending.end <= longest or r.deadline <= join_by][: self.max_batch_size]
+        now = self.clock()
+        longest, join_by, dry_by = ready[0].pending.end, now + JOIN_SLACK_S, now + RUNS_DRY_S
+        batch: list[DecodeRequest] = []
+        padded = 0  # the batch's longest chunk so far
+        for request in ready:
+            end = request.pending.end
+            if end > longest and request.deadline > join_by:
+                continue
+            tokens = (len(batch) + 1) * max(padded, end)
+            if batch and self.max_batch_tokens and tokens > self.max_batch_tokens and request.deadline > dry_by:
+                continue
+            batch.append(request)
+            padded = max(padded, end)
+            if len(batch) == self.max_batch_size:
+                break
+        return batch
 
     @torch.inference_mode()
     def vocode(self, requests: list[DecodeRequest], chunks: list[Chunk]) -> list[Tensor]:

@@ -115,6 +115,7 @@ def load_batcher(config: Config, model_dir: ModelDir, device: torch.device) -> D
         hift,
         first_hop_tokens=config.decode.first_hop_tokens,
         max_batch_size=config.decode.max_batch_size,
+        max_batch_tokens=config.decode.max_batch_tokens,
         prefix_budget_bytes=config.decode.flow_prefix_cache_mib * 2**20,
     )
 

@@ -11,7 +11,7 @@ import torch
 from a10tts.engine.frontend import PromptFeatures
 from a10tts.engine.model_dir import ModelDir
 from a10tts.engine.token2wav import Token2Wav
-from a10tts.pipeline.decode_batch import Audio, DecodeBatcher
+from a10tts.pipeline.decode_batch import RUNS_DRY_S, Audio, DecodeBatcher
 from a10tts.pipeline.decode_worker import pcm16
 
 FIRST_HOP = 10
@@ -193,3 +193,26 @@ def test_a_longer_chunk_joins_a_first_chunk_only_when_it_is_due_soon(models) -> 
     clock.now = streaming.deadline - 0.5  # within JOIN_SLACK_S of running dry: it joins
     start("latecomer", 40)
     assert {a.request.request_id for a in batcher.step()[0]} == {"latecomer", "streaming"}
+
+
+def test_a_batch_stays_within_its_token_bound_unless_a_listener_runs_dry(models) -> None:
+    """``max_batch_tokens`` bounds a batch's rows times its longest chunk, so that a first chunk
+    arriving meanwhile waits less; a chunk whose listener runs dry within ``RUNS_DRY_S`` goes in
+    past the bound."""
+    clock = FakeClock()
+    batcher = DecodeBatcher(*models, first_hop_tokens=FIRST_HOP, max_batch_size=4, clock=clock)
+    streams = [start_stream(batcher, rid, 200) for rid in ("a", "b", "c")]
+    for _ in range(2):  # hops of 10 and 20 tokens, all three in each batch: 1.2 s of audio each
+        assert len(batcher.step()[0]) == 3
+    assert {s.pending is None for s in streams} == {True} and {len(batcher.ready())} == {3}
+    longest = max(s.pending.end for s in streams)  # a 40-token hop: 10 + 20 + 40 + 3 look-ahead
+    batcher.max_batch_tokens = 2 * longest
+    clock.now = min(s.deadline for s in streams) - RUNS_DRY_S - 0.1  # none runs dry yet
+    first = [a.request.request_id for a in batcher.step()[0]]
+    assert len(first) == 2  # a third row would run 3 x 73 tokens through the flow
+    late = next(s for s in streams if s.request_id not in first)
+    clock.now = late.deadline - RUNS_DRY_S / 2  # its listener runs dry: it goes in, and so may others
+    assert late.request_id in [a.request.request_id for a in batcher.step()[0]]
+    batcher.max_batch_tokens = 1  # below any one chunk: the most urgent still makes a batch
+    clock.now = 0.0
+    assert len(batcher.ready()) > 1 and len(batcher.step()[0]) == 1
