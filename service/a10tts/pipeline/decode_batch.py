@@ -22,6 +22,11 @@ longest chunk), leaving the chunks beyond it to the next batch, unless their lis
 within ``RUNS_DRY_S``: a listener waiting for a first chunk always goes in, and so does a stream
 whose audio is about to end.
 
+With ``yield_to_first_chunks`` (experimental), while the LM is still generating a stream's first
+chunk, the stage vocodes only chunks that run dry within ``RUNS_DRY_S`` and otherwise leaves the
+GPU to the LM: under load the LM's steps take about three times as long beside a decode batch, and
+those steps are the larger part of a slow first chunk's time.
+
 Streamed chunks of the batch's most frequent voice with a flow prefix (``flow_prefixes.py``) run
 the flow only after that prefix, in one call; the batch's other rows run in a second flow call.
 
@@ -175,7 +180,7 @@ class Audio:
 
 class DecodeBatcher:
     def __init__(self, flow: FlowModel, hift: HiFTGenerator, *, first_hop_tokens: int, max_batch_size: int,
-                 max_batch_tokens: int = 0, prefix_budget_bytes: int = 0,
+                 max_batch_tokens: int = 0, yield_to_first_chunks: bool = False, prefix_budget_bytes: int = 0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.flow = flow
         self.hift = hift
@@ -183,6 +188,7 @@ class DecodeBatcher:
         self.first_hop_tokens = first_hop_tokens
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens  # 0: no bound
+        self.yield_to_first_chunks = yield_to_first_chunks
         self.clock = clock
         self.device = flow.input_embedding.weight.device
         self.requests: dict[str, DecodeRequest] = {}
@@ -212,6 +218,20 @@ class DecodeBatcher:
         """Requests with a chunk to vocode or an empty ending to report, most urgent first."""
         ready = [r for r in self.requests.values() if r.plan_next() or r.ends_empty]
         return sorted(ready, key=lambda r: r.deadline)
+
+    def next_step_in(self) -> float | None:
+        """Seconds until ``step`` has something to do: 0 now, None until more arrives."""
+        ready = self.ready()
+        if not ready:
+            return None
+        if any(r.pending is None for r in ready) or not self._yielding():
+            return 0.0
+        return max(0.0, ready[0].deadline - RUNS_DRY_S - self.clock())
+
+    def _yielding(self) -> bool:
+        """Whether the GPU is left to the LM now: a stream's first chunk is still being generated."""
+        return self.yield_to_first_chunks and any(
+            r.stream and r.seq == 0 and r.pending is None and not r.ends_empty for r in self.requests.values())
 
     def step(self) -> tuple[list[Audio], list[tuple[DecodeRequest, Exception]]]:
         """Vocode one batch; returns the audio, and the requests whose batch failed (now dropped)."""
@@ -255,6 +275,8 @@ class DecodeBatcher:
             return []
         now = self.clock()
         longest, join_by, dry_by = ready[0].pending.end, now + JOIN_SLACK_S, now + RUNS_DRY_S
+        if ready[0].deadline > dry_by and self._yielding():
+            return []
         batch: list[DecodeRequest] = []
         padded = 0  # the batch's longest chunk so far
         for request in ready:

@@ -44,7 +44,9 @@ class DecodeWorker:
         self.stage.ready(device=str(self.batcher.device), max_batch_size=self.batcher.max_batch_size)
         with torch.inference_mode():
             while not self.stage.stopping:
-                self.stage.wait(0 if self.batcher.ready() else self.stage.idle_timeout())
+                next_step = self.batcher.next_step_in()
+                self.stage.wait(self.stage.idle_timeout() if next_step is None
+                                else min(next_step, self.stage.idle_timeout()))
                 for message, tensors in self.stage.receive():
                     if isinstance(message, DecodeStart):
                         self.start(message, tensors)
@@ -116,6 +118,7 @@ def load_batcher(config: Config, model_dir: ModelDir, device: torch.device) -> D
         first_hop_tokens=config.decode.first_hop_tokens,
         max_batch_size=config.decode.max_batch_size,
         max_batch_tokens=config.decode.max_batch_tokens,
+        yield_to_first_chunks=config.decode.yield_to_first_chunks,
         prefix_budget_bytes=config.decode.flow_prefix_cache_mib * 2**20,
     )
 

@@ -216,3 +216,27 @@ def test_a_batch_stays_within_its_token_bound_unless_a_listener_runs_dry(models)
     batcher.max_batch_tokens = 1  # below any one chunk: the most urgent still makes a batch
     clock.now = 0.0
     assert len(batcher.ready()) > 1 and len(batcher.step()[0]) == 1
+
+
+def test_yielding_to_first_chunks_defers_only_chunks_with_audio_in_hand(models) -> None:
+    """``yield_to_first_chunks``: while a stream's first chunk is still in the LM, a stream with
+    audio in hand waits (``next_step_in`` says until when); one about to run dry does not."""
+    clock = FakeClock()
+    batcher = DecodeBatcher(*models, first_hop_tokens=FIRST_HOP, max_batch_size=4, yield_to_first_chunks=True,
+                            clock=clock)
+    streaming = start_stream(batcher, "streaming", 200)
+    for _ in range(2):  # hops of 10 and 20 tokens: 1.2 s of audio, no first chunk awaited
+        assert batcher.next_step_in() == 0.0
+        assert [a.request.request_id for a in batcher.step()[0]] == ["streaming"]
+    newcomer = start_stream(batcher, "newcomer", 5)  # its first chunk needs 13 tokens
+    assert batcher.step() == ([], []) and streaming.pending is not None
+    assert batcher.next_step_in() == pytest.approx(streaming.deadline - RUNS_DRY_S)
+    newcomer.add(0, list(range(8)), finished=False)  # its first chunk is ready: it goes first
+    assert batcher.next_step_in() == 0.0
+    assert [a.request.request_id for a in batcher.step()[0]] == ["newcomer"]
+    assert [a.request.request_id for a in batcher.step()[0]] == ["streaming"]  # no first chunk awaited
+    start_stream(batcher, "latecomer", 5)
+    assert batcher.step() == ([], [])
+    clock.now = streaming.deadline - RUNS_DRY_S  # about to run dry: it goes, the first chunk still awaited
+    assert batcher.next_step_in() == 0.0
+    assert "streaming" in [a.request.request_id for a in batcher.step()[0]]
