@@ -44,9 +44,7 @@ class DecodeWorker:
         self.stage.ready(device=str(self.batcher.device), max_batch_size=self.batcher.max_batch_size)
         with torch.inference_mode():
             while not self.stage.stopping:
-                next_step = self.batcher.next_step_in()
-                self.stage.wait(self.stage.idle_timeout() if next_step is None
-                                else min(next_step, self.stage.idle_timeout()))
+                self.stage.wait(self.batcher.next_step_in())
                 for message, tensors in self.stage.receive():
                     if isinstance(message, DecodeStart):
                         self.start(message, tensors)

@@ -106,7 +106,7 @@ class EncodeLoop:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="encode") as pool:
             self.stage.ready(concurrency=self.concurrency, prompt_cache_capacity=self.encoder.cache.capacity)
             while not self.stage.stopping:
-                self.stage.wait(self.stage.idle_timeout())
+                self.stage.wait(None)
                 for request, _ in self.stage.receive():
                     future = pool.submit(self.encoder.encode, request)
                     future.add_done_callback(lambda _: self.stage.wakeup.wake())

@@ -167,9 +167,7 @@ class LLMWorker:
         self.stage.ready(device=str(self.device), kv_slots=cache.num_slots, max_request_tokens=cache.capacity)
         with torch.inference_mode():
             while not self.stage.stopping:
-                next_step = self.scheduler.next_step_in()
-                self.stage.wait(self.stage.idle_timeout() if next_step is None
-                                else min(next_step, self.stage.idle_timeout()))
+                self.stage.wait(self.scheduler.next_step_in())
                 with CAPTURE_LOCK:  # no CUDA work while a decode guest captures a graph
                     self.turn()
                 self.stage.heartbeat(self.scheduler.load())

@@ -158,18 +158,18 @@ class Stage:
         self.stopping = True
         self.wakeup.wake()
 
-    def wait(self, timeout_s: float) -> None:
-        """Until a message, a wake-up or a signal arrives, or ``timeout_s`` passes."""
+    def wait(self, due_in_s: float | None) -> None:
+        """Until a message, a wake-up or a signal arrives, the loop's next work is due in
+        ``due_in_s`` (None: none is due), or its next heartbeat is, whichever comes first."""
+        timeout_s = max(0.0, self._next_heartbeat - time.monotonic())
+        if due_in_s is not None:
+            timeout_s = min(timeout_s, due_in_s)
         if timeout_s > 0:
             self._poller.poll(timeout_s * 1000)
         self.wakeup.clear()
 
     def receive(self) -> list[tuple[Any, dict[str, torch.Tensor]]]:
         return self.inbox.receive_ready()
-
-    def idle_timeout(self) -> float:
-        """How long an idle loop may wait and still beat on time."""
-        return max(0.0, self._next_heartbeat - time.monotonic())
 
     def ready(self, **info: Any) -> None:
         self.outbox.send(self.endpoints.supervisor, StageReady(self.spec.stage, self.spec.index, os.getpid(), info))
