@@ -123,8 +123,9 @@ class Job:
         """`n_bytes` of audio were handed to the transport."""
         if self._first_audio_s is None and n_bytes:
             self._first_audio_s = time.monotonic() - self.arrival.mono
+            phases_s = self.first_audio_phases()  # recorded in the metrics here if the headers did not
             log.debug("request %s: first audio after %.0f ms: %s", self.id, 1000 * self._first_audio_s,
-                      ", ".join(f"{name} {1000 * s:.0f}" for name, s in self.first_audio_phases().items()))
+                      ", ".join(f"{name} {1000 * s:.0f}" for name, s in phases_s.items()))
         self._audio_bytes += n_bytes
 
     def finish(self, status: int) -> None:

@@ -224,14 +224,20 @@ class DecodeBatcher:
         ready = self.ready()
         if not ready:
             return None
-        if any(r.pending is None for r in ready) or not self._yielding():
+        if any(r.pending is None for r in ready):  # an empty ending to report
             return 0.0
-        return max(0.0, ready[0].deadline - RUNS_DRY_S - self.clock())
+        return self._deferral(ready[0], self.clock())
 
-    def _yielding(self) -> bool:
-        """Whether the GPU is left to the LM now: a stream's first chunk is still being generated."""
-        return self.yield_to_first_chunks and any(
-            r.stream and r.seq == 0 and r.pending is None and not r.ends_empty for r in self.requests.values())
+    def _deferral(self, most_urgent: DecodeRequest, now: float) -> float:
+        """Seconds the next batch waits, leaving the GPU to the LM: with ``yield_to_first_chunks``,
+        while a stream's first chunk is still being generated, until the most urgent chunk runs
+        dry within ``RUNS_DRY_S``; otherwise 0."""
+        wait = most_urgent.deadline - RUNS_DRY_S - now
+        if wait <= 0 or not self.yield_to_first_chunks:
+            return 0.0
+        awaited = any(r.stream and r.seq == 0 and r.pending is None and not r.ends_empty
+                      for r in self.requests.values())
+        return wait if awaited else 0.0
 
     def step(self) -> tuple[list[Audio], list[tuple[DecodeRequest, Exception]]]:
         """Vocode one batch; returns the audio, and the requests whose batch failed (now dropped)."""
@@ -275,7 +281,7 @@ class DecodeBatcher:
             return []
         now = self.clock()
         longest, join_by, dry_by = ready[0].pending.end, now + JOIN_SLACK_S, now + RUNS_DRY_S
-        if ready[0].deadline > dry_by and self._yielding():
+        if self._deferral(ready[0], now):
             return []
         batch: list[DecodeRequest] = []
         padded = 0  # the batch's longest chunk so far
