@@ -58,6 +58,15 @@ def test_wrong_type_and_out_of_range(config_dir: Path, state_dir: Path) -> None:
     assert kv.line == 5 and "integer" in kv.expected and "'auto'" in kv.expected
 
 
+def test_decode_batch_keys_are_checked(config_dir: Path, state_dir: Path) -> None:
+    write_conf(config_dir, "10.toml", '[decode]\nmax_batch_tokens = -1\nyield_to_first_chunks = "maybe"\n')
+    found = {p.key: p for p in problems(config_dir, state_dir)}
+    assert set(found) == {"decode.max_batch_tokens", "decode.yield_to_first_chunks"}
+    assert found["decode.max_batch_tokens"].found == "-1"
+    assert "greater than or equal to 0" in found["decode.max_batch_tokens"].expected
+    assert "bool" in found["decode.yield_to_first_chunks"].expected
+
+
 def test_bad_enum_value(config_dir: Path, state_dir: Path) -> None:
     write_conf(config_dir, "10.toml", '[precision]\nllm = "int4"\n')
     [p] = problems(config_dir, state_dir)
