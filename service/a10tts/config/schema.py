@@ -115,9 +115,9 @@ class DecodeConfig(Section):
         "listener is about to run dry go in anyway; 0 = no bound.",
     )
     yield_to_first_chunks: bool = Field(
-        False,
+        True,
         description="While the LM is still generating a stream's first chunk, vocode only chunks whose listener "
-        "is about to run dry, leaving the GPU to the LM's steps (experimental: not yet measured on a GPU).",
+        "is about to run dry, leaving the GPU to the LM's steps.",
     )
     cuda_graphs: bool = Field(True, description="Replay the flow's Euler steps from CUDA graphs.")
     cuda_graph_max_frames: int = Field(

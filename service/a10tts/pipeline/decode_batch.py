@@ -22,10 +22,11 @@ longest chunk), leaving the chunks beyond it to the next batch, unless their lis
 within ``RUNS_DRY_S``: a listener waiting for a first chunk always goes in, and so does a stream
 whose audio is about to end.
 
-With ``yield_to_first_chunks`` (experimental), while the LM is still generating a stream's first
-chunk, the stage vocodes only chunks that run dry within ``RUNS_DRY_S`` and otherwise leaves the
-GPU to the LM: under load the LM's steps take about three times as long beside a decode batch, and
-those steps are the larger part of a slow first chunk's time.
+With ``yield_to_first_chunks``, while the LM is still generating a stream's first chunk, the
+stage vocodes only chunks that run dry within ``RUNS_DRY_S`` and otherwise leaves the GPU to the
+LM: under load the LM's steps take about three times as long beside a decode batch, and those
+steps are the larger part of a slow first chunk's time. It pays while the decode stage has time
+to spare (balanced), not at its capacity (throughput), where the chunks held back pile up.
 
 Streamed chunks of the batch's most frequent voice with a flow prefix (``flow_prefixes.py``) run
 the flow only after that prefix, in one call; the batch's other rows run in a second flow call.
