@@ -62,11 +62,10 @@ def draw_uniforms(
 
 def recent_tokens(histories: Sequence[Sequence[int]], win_size: int) -> Tensor:
     """``[B, win_size]`` last generated tokens per row, left-padded with -1 (matches no token)."""
-    window = torch.full((len(histories), win_size), -1, dtype=torch.long)
-    for row, history in enumerate(histories):
-        tail = list(history[max(len(history) - win_size, 0) :])
-        window[row, win_size - len(tail) :] = torch.tensor(tail, dtype=torch.long)
-    return window
+    # One tensor from nested lists: a tensor per row cost ~10 us each, 0.2-0.3 ms of a 32-row LM step.
+    tails = (list(history[max(len(history) - win_size, 0) :]) for history in histories)
+    rows = [[-1] * (win_size - len(tail)) + tail for tail in tails]
+    return torch.tensor(rows, dtype=torch.long).reshape(len(histories), win_size)
 
 
 def forbid_tokens_from(logp: Tensor, first_token: int, rows: Sequence[bool] | Tensor) -> Tensor:
