@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 Precision = Literal["bfloat16", "float16", "float32"]
 Auto = Literal["auto"]
@@ -83,8 +83,8 @@ class LLMConfig(Section):
         description="A streaming request sits out the LM's steps for this long once it has its first chunk's "
         "tokens, so that the first chunk's vocoding has the GPU to itself when nothing else runs; 0 = no pause.",
     )
-    cuda_graphs: bool = Field(True, description="Capture LM decode steps in CUDA graphs.")
-    torch_compile: bool = Field(
+    cuda_graphs: StrictBool = Field(True, description="Capture LM decode steps in CUDA graphs.")
+    torch_compile: StrictBool = Field(
         True, description="Fuse the decode step with torch.compile before capture (faster steps, slower start)."
     )
     cuda_graph_max_batch_size: int = Field(
@@ -100,7 +100,7 @@ class LLMConfig(Section):
 
 class DecodeConfig(Section):
     processes: int = Field(1, ge=1, le=16, description="Decode (flow + HiFT) workers.")
-    in_llm_process: bool = Field(
+    in_llm_process: StrictBool = Field(
         False,
         description="Run the first decode worker on a thread of the LM's process, where the GPU runs their "
         "kernels side by side instead of time-slicing two processes (experimental: no faster yet in the service).",
@@ -114,21 +114,21 @@ class DecodeConfig(Section):
         "which grows with a stream's length), so that a first chunk arriving meanwhile waits less; chunks whose "
         "listener is about to run dry go in anyway; 0 = no bound.",
     )
-    yield_to_first_chunks: bool = Field(
+    yield_to_first_chunks: StrictBool = Field(
         True,
         description="While the LM is still generating a stream's first chunk, vocode only chunks whose listener "
         "is about to run dry, leaving the GPU to the LM's steps.",
     )
-    cuda_graphs: bool = Field(True, description="Replay the flow's Euler steps from CUDA graphs.")
+    cuda_graphs: StrictBool = Field(True, description="Replay the flow's Euler steps from CUDA graphs.")
     cuda_graph_max_frames: int = Field(
         1200, ge=0, le=15000,
         description="Flow graphs for inputs up to this many mel frames (50 per second of prompt and "
         "speech) are captured at start; longer inputs capture theirs on first use.",
     )
-    torch_compile: bool = Field(
+    torch_compile: StrictBool = Field(
         False, description="Fuse the flow estimator with torch.compile before capture (slower start)."
     )
-    flow_tensorrt: bool = Field(
+    flow_tensorrt: StrictBool = Field(
         False,
         description="Run the flow estimator as a TensorRT engine, built once and cached, instead of "
         "CUDA graphs (needs a GPU and the tensorrt package: the gpu extra).",
@@ -172,7 +172,7 @@ class PathsConfig(Section):
 class LoggingConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     format: Literal["text", "json"] = Field("text", description="Log line format.")
-    access_log: bool = Field(True, description="Log one line per HTTP request.")
+    access_log: StrictBool = Field(True, description="Log one line per HTTP request.")
     stats_interval_seconds: float = Field(
         10.0, ge=0, le=3600, description="Period of the throughput log line (0 disables it)."
     )

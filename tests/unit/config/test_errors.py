@@ -67,6 +67,17 @@ def test_decode_batch_keys_are_checked(config_dir: Path, state_dir: Path) -> Non
     assert "bool" in found["decode.yield_to_first_chunks"].expected
 
 
+def test_switches_take_only_toml_booleans(config_dir: Path, state_dir: Path) -> None:
+    """A quoted word is a mistake even where pydantic's lax mode would read it as a boolean:
+    "yes", "off" and 1 are refused, naming the key, so a typo never flips a switch silently."""
+    write_conf(config_dir, "10.toml", '[llm]\ncuda_graphs = "yes"\n[decode]\ntorch_compile = "off"\n'
+               '[logging]\naccess_log = 1\n')
+    found = {p.key: p for p in problems(config_dir, state_dir)}
+    assert set(found) == {"llm.cuda_graphs", "decode.torch_compile", "logging.access_log"}
+    assert all("boolean" in problem.expected for problem in found.values())
+    assert found["llm.cuda_graphs"].found == '"yes"' and found["logging.access_log"].found == "1"
+
+
 def test_bad_enum_value(config_dir: Path, state_dir: Path) -> None:
     write_conf(config_dir, "10.toml", '[precision]\nllm = "int4"\n')
     [p] = problems(config_dir, state_dir)
