@@ -131,7 +131,11 @@ def test_cancel_mid_stream_stops_the_audio_and_frees_the_slot(pipeline: Pipeline
 
 
 def test_a_killed_decode_worker_hangs_nothing_and_a_new_one_takes_over(pipeline: Pipeline) -> None:
-    rid = pipeline.submit("orphaned", text="Cut short.", num_tokens=600, prompt_wav=PROMPT,
+    # 300 tokens, 12 s of audio: the LM paces a stream to its listener (llm.stream_buffer_seconds),
+    # so it holds its last tokens until ~9 s after the first chunk. It may end sooner, when a send
+    # to the dead worker fails, but on a loaded host zmq notices the death late; a 600-token stream
+    # then ran past this test's 20 s.
+    rid = pipeline.submit("orphaned", text="Cut short.", num_tokens=300, prompt_wav=PROMPT,
                           prompt_text="the prompt transcript")
     pipeline.wait_until(lambda: pipeline.outcomes[rid].chunks, 30, "the first chunk")
     os.kill(pipeline.processes["decode"].pid, signal.SIGKILL)
