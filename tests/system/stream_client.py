@@ -1,6 +1,7 @@
 """A streaming HTTP client for the system tests, run inside the booted system's network namespace.
 
-`--once`: one request, its outcome as JSON on stdout. `--loop`: requests back to back until
+`--once`: one request, its outcome as JSON on stdout (`--started-file`: created once the response
+has begun, so a test knows this very request is in flight). `--loop`: requests back to back until
 `--stop-file` exists, one JSON line per request in `--out`. A 503 with Retry-After is a polite
 "not now": the client waits and retries, as a well-behaved client does; anything else that is
 not a complete 200 stream counts as a failure.
@@ -20,12 +21,14 @@ from a10tts.daemon.warmup import prompt_wav
 PROMPT = prompt_wav()
 
 
-def stream_once(url: str, text: str) -> dict:
+def stream_once(url: str, text: str, started_file: Path | None = None) -> dict:
     files = {"prompt_wav": ("prompt.wav", PROMPT, "audio/wav")}
     data = {"tts_text": text, "prompt_text": "a prompt", "stream": "true"}
     started = time.time()
     try:
         with httpx.stream("POST", f"{url}/inference_zero_shot", files=files, data=data, timeout=120) as response:
+            if started_file is not None:
+                started_file.touch()
             body = response.read()
             return {"status": response.status_code, "bytes": len(body), "start": started, "end": time.time(),
                     "retry_after": response.headers.get("retry-after"),
@@ -55,10 +58,11 @@ def main() -> None:
     mode.add_argument("--once", action="store_true")
     mode.add_argument("--loop", action="store_true")
     parser.add_argument("--stop-file", type=Path)
+    parser.add_argument("--started-file", type=Path)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.once:
-        print(json.dumps(stream_once(args.url, args.text)))
+        print(json.dumps(stream_once(args.url, args.text, args.started_file)))
         return
     with args.out.open("w") as out:
         while not args.stop_file.exists():

@@ -168,13 +168,15 @@ def test_a_frozen_stage_makes_the_watchdog_restart_the_unit(system: BootedSystem
     assert stream_once(system)["status"] == 200
 
 
-def test_stop_drains_and_exits_0(system: BootedSystemd) -> None:
-    # The status counts requests from heartbeats (one a second): an earlier test's request can
-    # still show, and a stop then would meet ours at the door. Only a count that rises from 0 is ours.
-    wait_for(lambda: in_flight(ctl_status(system)) == 0, "nothing in flight", 30)
-    running = subprocess.Popen(client(system, "--once", "--text", "A longer sentence to stream. " * 20),
-                               stdout=subprocess.PIPE, text=True)
-    wait_for(lambda: in_flight(ctl_status(system)) > 0, "a request in flight", 30)
+def test_stop_drains_and_exits_0(system: BootedSystemd, tmp_path: Path) -> None:
+    # The client marks its own response's start: the status counts requests from heartbeats (one a
+    # second), where an earlier test's request can still show, and a stop then met ours at the door
+    # (503, "the service is stopping") on a loaded host.
+    started = tmp_path / "started"
+    running = subprocess.Popen(client(system, "--once", "--started-file", str(started), "--text",
+                                      "A longer sentence to stream. " * 20), stdout=subprocess.PIPE, text=True)
+    wait_for(started.exists, "our request in flight", 60)
+    wait_for(lambda: in_flight(ctl_status(system)) > 0, "the status to count it", 30)
     system.systemctl("stop", UNIT, timeout=120)
     outcome = json.loads(running.communicate(timeout=60)[0])
     # Finished, not cut off; on failure, the service's own account of the stop.
