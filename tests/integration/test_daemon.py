@@ -98,11 +98,15 @@ class Service:
     def status(self) -> dict:
         return next(AdminClient(self.runtime_dir / "admin.sock", timeout_s=10).request({"cmd": "status"}))["status"]
 
-    def stream(self, text: str = "Hello from the test.", timeout: float = 60) -> tuple[int, bytes]:
+    def stream(self, text: str = "Hello from the test.", timeout: float = 60,
+               started: threading.Event | None = None) -> tuple[int, bytes]:
+        """One streamed synthesis: its status and body; ``started`` is set once the response has begun."""
         files = {"prompt_wav": ("prompt.wav", self.prompt, "audio/wav")}
         data = {"tts_text": text, "prompt_text": "a prompt", "stream": "true"}
         with httpx.stream("POST", f"http://127.0.0.1:{self.port}/inference_zero_shot", files=files, data=data,
                           timeout=timeout) as response:
+            if started is not None:
+                started.set()
             return response.status_code, response.read()
 
     def wait_until(self, predicate, what: str, timeout: float = 120) -> dict:
@@ -307,22 +311,22 @@ def test_a_killed_stage_is_restarted(service: Service, stage: str) -> None:
 
 def test_requests_in_a_killed_stage_fail_fast(service: Service) -> None:
     outcome: dict = {}
+    started = threading.Event()
 
     def long_request() -> None:
         try:
-            outcome["result"] = service.stream("This sentence is long. " * 60, timeout=120)
+            outcome["result"] = service.stream("This sentence is long. " * 60, timeout=120, started=started)
         except httpx.HTTPError as exc:
             outcome["error"] = exc
         outcome["ended"] = time.monotonic()
 
-    def in_flight(status: dict) -> int:
-        return (status["requests"]["running"] or 0) + (status["requests"]["waiting"] or 0)
-
-    # The count comes from heartbeats (one a second): an earlier test's request can still show.
-    service.wait_until(lambda s: in_flight(s) == 0, "nothing in flight", timeout=30)
+    # Our own response's start, not the status's count: that comes from heartbeats (one a second),
+    # where an earlier test's request can still show, so a kill could come before ours arrived.
     thread = threading.Thread(target=long_request)
     thread.start()
-    service.wait_until(lambda s: in_flight(s) > 0, "the long request in flight", timeout=30)
+    assert started.wait(30), "the long request did not start"
+    service.wait_until(lambda s: (s["requests"]["running"] or 0) + (s["requests"]["waiting"] or 0) > 0,
+                       "the status to count the long request", timeout=30)
     llm = next(s for s in service.status()["stages"] if s["stage"] == "llm")
     os.kill(llm["pid"], signal.SIGKILL)
     killed = time.monotonic()
