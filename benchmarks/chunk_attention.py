@@ -14,6 +14,7 @@ from triton.testing import do_bench_cudagraph
 
 from a10tts.engine.flow.attention import ChunkMask, DenseMask
 from a10tts.engine.kernels.chunk_attention import LaunchConfig, chunk_attention
+from timing import print_table_header  # benchmarks/timing.py, beside this script
 
 CONFIGS = [LaunchConfig(64, 64, 4, 3), LaunchConfig(64, 64, 4, 2), LaunchConfig(128, 64, 8, 2),
            LaunchConfig(128, 64, 4, 2), LaunchConfig(64, 32, 4, 2), LaunchConfig(32, 64, 4, 2),
@@ -26,9 +27,8 @@ SHAPES = [(64, 650, 0, True), (32, 450, 0, True), (2, 300, 0, True), (2, 106, 20
 @torch.inference_mode()
 def main() -> None:
     print(f"# {torch.cuda.get_device_name()}, fp16, one attention layer [rows, 8 heads, frames, 64], us per call")
-    print("| rows | frames | prefix | streaming | SDPA, dense bias | " + " | ".join(
-        f"{c.block_m}x{c.block_n} w{c.num_warps} s{c.num_stages}" for c in CONFIGS) + " |")
-    print("|---" * (5 + len(CONFIGS)) + "|")
+    print_table_header(["rows", "frames", "prefix", "streaming", "SDPA, dense bias",
+                        *(f"{c.block_m}x{c.block_n} w{c.num_warps} s{c.num_stages}" for c in CONFIGS)])
     g = torch.Generator(device="cuda").manual_seed(0)
     for rows, frames, prefix, streaming in SHAPES:
         # [B, T, H, d] underneath, as the estimator's q/k/v views are; a prefix per half of the rows

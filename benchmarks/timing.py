@@ -29,6 +29,12 @@ def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 3) -> f
     return statistics.median(times)
 
 
+def print_table_header(columns: list[str]) -> None:
+    """A Markdown table's header row and its separator."""
+    print("| " + " | ".join(columns) + " |")
+    print("|---" * len(columns) + "|")
+
+
 def kind_of(kernel: str) -> str:
     name = kernel.lower()
     return next((kind for kind, marks in KINDS if any(m in name for m in marks)), "other")

@@ -14,6 +14,8 @@ from a10tts.engine.flow.attention import ChunkMask, DenseMask
 from a10tts.engine.kernels.conv_windows import causal_windows_reference, causal_windows
 from a10tts.engine.kernels.decode_attention import decode_attention, decode_attention_reference
 from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm, layer_norm_mish
+from a10tts.engine.kernels import linear_gelu as linear_gelu_module
+from a10tts.engine.kernels.linear_gelu import FEW_ROWS, TileConfig, linear_gelu
 from a10tts.engine.kernels.rms_norm import add_rms_norm, rms_norm, rms_norm_reference
 from a10tts.engine.kernels.rotary import apply_rotary, rotary_qkv
 from a10tts.engine.model_dir import ModelDir
@@ -105,6 +107,29 @@ def test_triton_layer_norm_matches_torch(dtype, tol, width) -> None:
         residual = torch.randn(3, 37, width, device="cuda", generator=g).to(dtype)
         torch.testing.assert_close(layer_norm_mish(x, norm, add, residual), F.mish(norm(x)) + add[:, None] + residual,
                                    atol=2 * tol, rtol=2 * tol)
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
+@pytest.mark.parametrize("rows", [1, 37, 112, 300, FEW_ROWS])  # ragged last tiles, both tile shapes, the most rows
+def test_linear_gelu_matches_torch(dtype, tol, rows, monkeypatch) -> None:
+    """The feed-forward's Linear and exact GELU in one kernel against torch's two, within a last
+    bit; also with another output width, without a bias, and on rows that are not contiguous."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    g = torch.Generator(device="cuda").manual_seed(rows)
+    x = torch.randn(rows, 512, device="cuda", generator=g).to(dtype)
+    for n_in, n_out, bias in [(256, 1024, True), (512, 80, True), (256, 1024, False)]:
+        layer = torch.nn.Linear(n_in, n_out, bias=bias).cuda()
+        with torch.no_grad():
+            layer.weight.normal_(generator=g).mul_(2 * n_in ** -0.5)
+            if bias:
+                layer.bias.normal_(generator=g)
+        layer = layer.to(dtype)
+        inputs = x[:, :n_in]  # a slice of wider rows but for 512: copied first
+        expected = F.gelu(layer(inputs))
+        with monkeypatch.context() as patched, torch.inference_mode():
+            patched.setattr(linear_gelu_module, "F", None)  # torch's path would fail: the kernel runs
+            for config in (None, TileConfig(64), TileConfig(16)):
+                torch.testing.assert_close(linear_gelu(inputs, layer, config), expected, atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -15,6 +16,7 @@ from torch import Tensor
 from a10tts.engine.flow import FlowModel
 from a10tts.engine.flow.attention import ChunkMask, DenseMask
 from a10tts.engine.flow.cfm import NOISE_FRAMES, fixed_noise
+from a10tts.engine.flow.estimator import CausalConv1d
 from a10tts.engine.hparams import Node, load_hparams
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
@@ -159,6 +161,20 @@ def test_tiny_weights_load_strictly_from_safetensors_and_pt(flow: FlowModel) -> 
     assert len(ours) == 249
     for key, value in from_pt.state_dict().items():
         assert torch.equal(value, ours[key]), key
+
+
+def test_causal_convolutions_keep_their_window_layout_through_loading_and_casts(flow: FlowModel) -> None:
+    """A loaded and cast convolution's GEMM weight is a view of its parameter, not a copy per
+    call; the parameter keeps upstream's shape and values."""
+    convs = [m for m in flow.modules() if isinstance(m, CausalConv1d)]
+    assert len(convs) > 4
+    for model in (flow, copy.deepcopy(flow).half()):
+        for conv in (m for m in model.modules() if isinstance(m, CausalConv1d)):
+            assert conv.weight.shape == (conv.out_channels, conv.in_channels, 3)
+            assert conv.weight.permute(0, 2, 1).is_contiguous()
+    state = torch.load(TINY / "flow.pt", map_location="cpu", weights_only=True)
+    key = next(k for k, v in flow.named_modules() if v is convs[0]) + ".weight"
+    assert torch.equal(convs[0].weight, state[key])
 
 
 def test_full_size_build_matches_manifest() -> None:

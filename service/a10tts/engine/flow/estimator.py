@@ -34,6 +34,7 @@ from a10tts.engine.flow.prefix import LayerPrefix
 from a10tts.engine.fused_linear import fuse_linears
 from a10tts.engine.kernels.conv_windows import causal_windows
 from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm, layer_norm_mish
+from a10tts.engine.kernels.linear_gelu import linear_gelu
 
 
 def timestep_features(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
@@ -61,6 +62,10 @@ class CausalConv1d(nn.Conv1d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         super().__init__(in_channels, out_channels, kernel_size)
+        # Upstream's [out, in, kernel] shape over [out, kernel, in] memory (loading a checkpoint
+        # and casting keep the strides): the GEMM's weight is then a view, where a contiguous
+        # parameter was copied on every call, 31 kernels of each Euler step.
+        self.weight = nn.Parameter(self.weight.detach().permute(0, 2, 1).contiguous().permute(0, 2, 1))
 
     def forward(self, x: Tensor, prefix: LayerPrefix | None = None) -> Tensor:
         size = self.kernel_size[0]
@@ -115,7 +120,7 @@ class GeluProjection(nn.Module):
         self.proj = nn.Linear(dim, dim_out)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(self.proj(x))
+        return linear_gelu(x, self.proj)
 
 
 class GeluFeedForward(nn.Module):
