@@ -262,8 +262,10 @@ class DecodeBatcher:
             return audio, [(request, exc) for request in batch]
         for request in firsts:
             stamp(request.marks, "vocoded")
-        log.debug("vocoded %d chunks (longest %d tokens, %d waiting) in %.1f ms", len(batch),
-                  max(c.end for c in chunks), len(ready) - len(batch), 1000 * (time.perf_counter() - started))
+        longest = max(c.end for c in chunks)  # the rows' share of padding: what ragged batches would save
+        log.debug("vocoded %d chunks (longest %d tokens, %.0f %% padding, %d waiting) in %.1f ms", len(batch), longest,
+                  100 * (1 - sum(c.end for c in chunks) / max(len(batch) * longest, 1)), len(ready) - len(batch),
+                  1000 * (time.perf_counter() - started))
         now = self.clock()
         for request, chunk, wave in zip(batch, chunks, samples):
             if request.first_audio_at is None and len(wave):
