@@ -3,9 +3,9 @@
 A stream's first chunk runs the flow estimator on ~100 rows (its CFG pair of ~50 frames after
 the voice prefix), ten times, and each Euler step is bound by its ~600 kernels, not by their
 work. Each transformer block's feed-forward was a cuBLAS GEMM, then torch's GELU over its
-1,024-wide output: 4.6 us for the two at 112 rows on an H200. Here one program per 16- or 64-row
-by 64-column output tile computes the GEMM and applies the exact (erf) GELU, as upstream's
-``nn.GELU()``, before its one store: 2.9 us. Up to ``FEW_ROWS`` rows it wins; at a loaded step's
+1,024-wide output: 4.6-4.8 us for the two at 112 rows on an H200. Here one program per 16- or
+64-row by 64-column output tile computes the GEMM and applies the exact (erf) GELU, as upstream's
+``nn.GELU()``, before its one store: 2.8-2.9 us. Up to ``FEW_ROWS`` rows it wins; at a loaded step's
 rows cuBLAS's GEMM is the faster even against both passes (41,600 rows: 103-114 us fused, 102 us
 apart). The step's other Linears, in this form, lost more than they won against cuBLAS, so they
 stay there (``benchmarks/linear_gelu.py``; ``docs/benchmarks.md``).
