@@ -13,7 +13,8 @@ import torch
 from triton.testing import do_bench_cudagraph
 
 from a10tts.engine.flow.attention import ChunkMask, DenseMask
-from a10tts.engine.kernels.chunk_attention import LaunchConfig, chunk_attention
+from a10tts.engine.kernels import LaunchConfig
+from a10tts.engine.kernels.chunk_attention import chunk_attention
 from timing import print_table_header  # benchmarks/timing.py, beside this script
 
 CONFIGS = [LaunchConfig(64, 64, 4, 3), LaunchConfig(64, 64, 4, 2), LaunchConfig(128, 64, 8, 2),

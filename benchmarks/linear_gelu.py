@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 from triton.testing import do_bench_cudagraph
 
-from a10tts.engine.kernels.linear_gelu import TileConfig, linear_gelu
+from a10tts.engine.kernels import LaunchConfig
+from a10tts.engine.kernels.linear_gelu import linear_gelu
 from timing import print_table_header  # benchmarks/timing.py, beside this script
 
-CONFIGS = [TileConfig(16), TileConfig(16, 32), TileConfig(16, 128), TileConfig(32), TileConfig(64),
-           TileConfig(32, 32, num_warps=2), TileConfig(128, 128, num_warps=8)]
+CONFIGS = [LaunchConfig(16), LaunchConfig(16, 32), LaunchConfig(16, 128), LaunchConfig(32), LaunchConfig(64),
+           LaunchConfig(32, 32, num_warps=2), LaunchConfig(128, 128, num_warps=8)]
 ROWS = [112, 212, 412, 1300, 2048, 4096, 6400, 41600]
 
 

@@ -15,7 +15,8 @@ from a10tts.engine.kernels.conv_windows import causal_windows_reference, causal_
 from a10tts.engine.kernels.decode_attention import decode_attention, decode_attention_reference
 from a10tts.engine.kernels.layer_norm import add_layer_norm, layer_norm, layer_norm_mish
 from a10tts.engine.kernels import linear_gelu as linear_gelu_module
-from a10tts.engine.kernels.linear_gelu import FEW_ROWS, TileConfig, linear_gelu
+from a10tts.engine.kernels import LaunchConfig
+from a10tts.engine.kernels.linear_gelu import FEW_ROWS, linear_gelu
 from a10tts.engine.kernels.rms_norm import add_rms_norm, rms_norm, rms_norm_reference
 from a10tts.engine.kernels.rotary import apply_rotary, rotary_qkv
 from a10tts.engine.model_dir import ModelDir
@@ -128,7 +129,7 @@ def test_linear_gelu_matches_torch(dtype, tol, rows, monkeypatch) -> None:
         expected = F.gelu(layer(inputs))
         with monkeypatch.context() as patched, torch.inference_mode():
             patched.setattr(linear_gelu_module, "F", None)  # torch's path would fail: the kernel runs
-            for config in (None, TileConfig(64), TileConfig(16)):
+            for config in (None, LaunchConfig(64), LaunchConfig(16)):
                 torch.testing.assert_close(linear_gelu(inputs, layer, config), expected, atol=tol, rtol=tol)
 
 

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 HAVE_TRITON = importlib.util.find_spec("triton") is not None  # CPU-only installs: the torch references serve
+
+
+class LaunchConfig(NamedTuple):
+    """A tiled kernel's launch: its tile (rows, and columns or keys, per program or loop step),
+    warps and pipeline stages."""
+    block_m: int = 64
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 3
 
 
 def runs_triton(x: Tensor) -> bool:

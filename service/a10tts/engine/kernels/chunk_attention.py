@@ -15,27 +15,18 @@ Off CUDA, in fp32, while tracing for ONNX or compiling, callers use SDPA with th
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
 
-from a10tts.engine.kernels import HAVE_TRITON, runs_triton
+from a10tts.engine.kernels import HAVE_TRITON, LaunchConfig, runs_triton
 
 if HAVE_TRITON:
     import triton
     import triton.language as tl
 
 
-class LaunchConfig(NamedTuple):
-    block_m: int = 64  # queries per program
-    block_n: int = 64  # keys per loop step
-    num_warps: int = 4
-    num_stages: int = 3
-
-
-# The fastest of ten configurations on an H100 at the served shapes, with the prefix read in place
-# (benchmarks/chunk_attention.py; docs/benchmarks.md)
+# 64 queries per program, 64 keys per loop step: the fastest of ten configurations on an H100 at
+# the served shapes, with the prefix read in place (benchmarks/chunk_attention.py; docs/benchmarks.md)
 DEFAULT_CONFIG = LaunchConfig()
 
 

@@ -17,13 +17,11 @@ GELU in fp32 on that. Off CUDA, without Triton, while tracing for ONNX or compil
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from a10tts.engine.kernels import HAVE_TRITON, runs_triton
+from a10tts.engine.kernels import HAVE_TRITON, LaunchConfig, runs_triton
 
 if HAVE_TRITON:
     import triton
@@ -33,19 +31,13 @@ FEW_ROWS = 2048  # above: cuBLAS and torch's GELU (4,096 rows: 12.9 us, fused 13
 BLOCK_K = 64  # the input's width must be a multiple
 
 
-class TileConfig(NamedTuple):
-    block_m: int
-    block_n: int = 64
-    num_warps: int = 4
-    num_stages: int = 3
+# Rows by 64 output columns per program: the fastest measured on an H200 at the feed-forward's
+# 256 -> 1,024 (benchmarks/linear_gelu.py)
+TILES_UP_TO_256_ROWS = LaunchConfig(block_m=16)
+TILES_MORE_ROWS = LaunchConfig(block_m=64)
 
 
-# The fastest measured on an H200 at the feed-forward's 256 -> 1,024 (benchmarks/linear_gelu.py)
-TILES_UP_TO_256_ROWS = TileConfig(block_m=16)
-TILES_MORE_ROWS = TileConfig(block_m=64)
-
-
-def linear_gelu(x: Tensor, layer: nn.Linear, config: TileConfig | None = None) -> Tensor:
+def linear_gelu(x: Tensor, layer: nn.Linear, config: LaunchConfig | None = None) -> Tensor:
     """``gelu(layer(x))``, the exact GELU. A ``config`` runs the kernel at any row count (benchmarks)."""
     if not _usable(x, layer.weight, FEW_ROWS if config is None else None):
         return F.gelu(layer(x))
